@@ -1,0 +1,107 @@
+"""fastworker.protocol: the wire contract shared by every fastworker package.
+
+It holds the task priorities, every wire message as a tagged ``msgspec.Struct``, the
+codec, the protocol version, the default addresses and limits, and the error hierarchy
+rooted at :class:`FastworkerError`. It depends on msgspec alone.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .codec import PROTOCOL_VERSION, decode_frame, decode_value, encode_frame, encode_value
+from .constants import (
+    DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_DASHBOARD_HOST,
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_QUEUED_TASKS,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RESULT_CACHE_SIZE,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_TASK_HISTORY_SIZE,
+    ENV_PREFIX,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGES_PER_FRAME,
+)
+from .errors import (
+    ConfigurationError,
+    ConnectionClosedError,
+    DuplicateWorkerError,
+    FastworkerError,
+    FrameTooLargeError,
+    InvalidArgumentsError,
+    InvalidPriorityError,
+    MalformedFrameError,
+    NotConnectedError,
+    ProtocolError,
+    ProtocolVersionError,
+    QueueFullError,
+    RejectedError,
+    RequestTimeoutError,
+    ResultTimeoutError,
+    TaskCancelledError,
+    TaskError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    TransportError,
+    UnexpectedReplyError,
+    UnknownTaskError,
+    UnsupportedValueError,
+    WorkerLostError,
+    error_from_code,
+)
+from .messages import TaskStatus, WorkerState
+from .priority import TaskPriority
+
+__all__ = [
+    "DEFAULT_CONTROL_PLANE_ADDRESS",
+    "DEFAULT_DASHBOARD_HOST",
+    "DEFAULT_DASHBOARD_PORT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_MAX_QUEUED_TASKS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_RESULT_CACHE_SIZE",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_TASK_HISTORY_SIZE",
+    "ENV_PREFIX",
+    "MAX_FRAME_BYTES",
+    "MAX_MESSAGES_PER_FRAME",
+    "PROTOCOL_VERSION",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "DuplicateWorkerError",
+    "FastworkerError",
+    "FrameTooLargeError",
+    "InvalidArgumentsError",
+    "InvalidPriorityError",
+    "MalformedFrameError",
+    "NotConnectedError",
+    "ProtocolError",
+    "ProtocolVersionError",
+    "QueueFullError",
+    "RejectedError",
+    "RequestTimeoutError",
+    "ResultTimeoutError",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskPriority",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TransportError",
+    "UnexpectedReplyError",
+    "UnknownTaskError",
+    "UnsupportedValueError",
+    "WorkerLostError",
+    "WorkerState",
+    "__version__",
+    "decode_frame",
+    "decode_value",
+    "encode_frame",
+    "encode_value",
+    "error_from_code",
+]

@@ -1,0 +1,61 @@
+"""Default addresses, timings and limits, in one place so every package agrees on them.
+
+Every buffer in fastworker has a limit and every wait a bound; the defaults live here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "DEFAULT_CONTROL_PLANE_ADDRESS",
+    "DEFAULT_DASHBOARD_HOST",
+    "DEFAULT_DASHBOARD_PORT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_MAX_QUEUED_TASKS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_RESULT_CACHE_SIZE",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_TASK_HISTORY_SIZE",
+    "ENV_PREFIX",
+    "MAX_FRAME_BYTES",
+    "MAX_MESSAGES_PER_FRAME",
+]
+
+ENV_PREFIX: Final = "FASTWORKER_"
+"""Every command-line flag can also be set as ``FASTWORKER_<FLAG_NAME>``."""
+
+DEFAULT_CONTROL_PLANE_ADDRESS: Final = "tcp://127.0.0.1:5555"
+"""Where the control plane listens for clients and subworkers (loopback only by default)."""
+
+DEFAULT_DASHBOARD_HOST: Final = "127.0.0.1"
+DEFAULT_DASHBOARD_PORT: Final = 8080
+
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+"""Largest frame any socket accepts; larger ones are refused before decoding."""
+
+MAX_MESSAGES_PER_FRAME: Final = 4096
+"""Senders split larger batches; receivers refuse frames holding more."""
+
+DEFAULT_REQUEST_TIMEOUT: Final = 10.0
+"""Seconds a client waits for the control plane to answer one request."""
+
+DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
+"""Seconds between heartbeats in each direction between a subworker and its control plane."""
+
+DEFAULT_LEASE_TIMEOUT: Final = 3.0
+"""Seconds without a heartbeat after which a subworker is presumed dead and its tasks
+go back to the queue."""
+
+DEFAULT_RESULT_CACHE_SIZE: Final = 10_000
+"""Finished results the control plane keeps (least recently used are evicted first)."""
+
+DEFAULT_RESULT_TTL: Final = 3600.0
+"""Seconds a finished result stays queryable."""
+
+DEFAULT_TASK_HISTORY_SIZE: Final = 10_000
+"""Recent tasks the control plane remembers for status queries and the dashboard."""
+
+DEFAULT_MAX_QUEUED_TASKS: Final = 1_000_000
+"""Tasks the control plane holds before refusing new ones with QueueFullError."""

@@ -1,0 +1,495 @@
+"""Every message fastworker sends, as tagged ``msgspec.Struct`` types.
+
+Wire rules, the contract between all four packages:
+
+- A frame is a :class:`Frame`: the protocol version, then a list of messages. Whenever
+  several messages are ready for the same peer they travel in one frame.
+- Structs encode as msgpack arrays (``array_like``); a tagged message's first element is
+  its tag. Field order is therefore part of the format: a minor version may only
+  append fields that have defaults, and a receiver ignores trailing fields it does not
+  know. Anything else is a new major version.
+- Task arguments and results are :class:`msgspec.Raw`: msgpack the sender encoded with
+  :func:`fastworker.protocol.encode_value`. The control plane forwards them without
+  decoding; only the subworker and the caller turn them back into values.
+- Requests carry a ``request_id`` chosen by the sender, unique among its requests in
+  flight; the answer carries the same id. Pushed messages (results, dispatches,
+  heartbeats) carry none.
+- Times are seconds since the Unix epoch, as floats.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from msgspec import Meta, Raw, Struct
+
+from .constants import MAX_MESSAGES_PER_FRAME
+from .priority import TaskPriority
+
+__all__ = [
+    "EMPTY_ARGS",
+    "EMPTY_KWARGS",
+    "NIL",
+    "Accepted",
+    "CancelReply",
+    "CancelTasks",
+    "ClientHello",
+    "Counters",
+    "Dispatch",
+    "ErrorInfo",
+    "ErrorReply",
+    "Frame",
+    "Goodbye",
+    "HandBack",
+    "Heartbeat",
+    "HistoryQuery",
+    "HistoryReply",
+    "Message",
+    "Overview",
+    "OverviewQuery",
+    "QueueDepth",
+    "Results",
+    "StatusQuery",
+    "StatusReply",
+    "SubmitBatch",
+    "SubmitTask",
+    "TaskAssignment",
+    "TaskInfo",
+    "TaskOutcome",
+    "TaskRequest",
+    "TaskStatus",
+    "TasksDone",
+    "WatchResults",
+    "Watching",
+    "Welcome",
+    "WorkerHello",
+    "WorkerInfo",
+    "WorkerState",
+    "WorkerWelcome",
+]
+
+# Bounds checked while decoding, so a hostile or buggy peer cannot make us hold more.
+TaskId = Annotated[str, Meta(min_length=1, max_length=128)]
+TaskName = Annotated[str, Meta(min_length=1, max_length=256)]
+PeerId = Annotated[str, Meta(min_length=1, max_length=128)]
+Text = Annotated[str, Meta(max_length=64 * 1024)]
+RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Seconds = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+IdList = Annotated[list[TaskId], Meta(max_length=MAX_MESSAGES_PER_FRAME * 4)]
+NameList = Annotated[list[TaskName], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+
+EMPTY_ARGS = Raw(b"\x90")
+"""``[]`` as msgpack: the encoded form of no positional arguments."""
+EMPTY_KWARGS = Raw(b"\x80")
+"""``{}`` as msgpack: the encoded form of no keyword arguments."""
+NIL = Raw(b"\xc0")
+"""``None`` as msgpack. msgspec cannot decode ``Raw | None``, so optional payloads
+default to this instead; whether a payload is meaningful follows from the status."""
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life. A task moves forward only: queued, running (which it
+    may leave back to queued if its worker is lost), then one of the three final states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the task has finished and has an outcome."""
+        return self in _FINAL_STATUSES
+
+
+_FINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class WorkerState(str, enum.Enum):
+    """A subworker as the control plane sees it."""
+
+    CONNECTED = "connected"
+    DRAINING = "draining"
+    """Finishing what it runs; takes no new work."""
+    LOST = "lost"
+    """Stopped heartbeating or dropped its connection; its tasks were requeued."""
+
+
+class _Body(Struct, array_like=True, kw_only=True, gc=False):
+    """Untagged structs that travel inside messages."""
+
+
+class _Message(Struct, array_like=True, kw_only=True, gc=False):
+    """Base of every tagged message."""
+
+
+# --- shared bodies ----------------------------------------------------------------------
+
+
+class ErrorInfo(_Body):
+    """An error as it crosses the wire. ``code`` names a class of the error tree
+    (:func:`fastworker.protocol.error_from_code` rebuilds it); for a task that raised,
+    ``remote_type`` is the exception's qualified class name and ``traceback`` its text."""
+
+    code: Annotated[str, Meta(max_length=64)]
+    message: Text
+    remote_type: Annotated[str, Meta(max_length=256)] = ""
+    traceback: Text = ""
+
+
+class TaskRequest(_Body):
+    """One task as a client submits it."""
+
+    name: TaskName
+    args: Raw = EMPTY_ARGS
+    """msgpack array of positional arguments."""
+    kwargs: Raw = EMPTY_KWARGS
+    """msgpack map of keyword arguments."""
+    priority: TaskPriority = TaskPriority.NORMAL
+    task_id: Annotated[str, Meta(max_length=128)] = ""
+    """Chosen by the client, or empty for the control plane to assign one."""
+    timeout: Annotated[float, Meta(gt=0)] | None = None
+    """Seconds the task may run; None uses the task's own default."""
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    """Submitting again with a key the control plane still remembers returns the first
+    task's id instead of queueing a second task."""
+    notify: bool = True
+    """Push the outcome to the submitting connection when the task finishes."""
+
+
+class TaskOutcome(_Body):
+    """How a task ended: a value, or an error."""
+
+    task_id: TaskId
+    status: TaskStatus
+    value: Raw = NIL
+    """msgpack of the return value, when ``status`` is SUCCEEDED."""
+    error: ErrorInfo | None = None
+    """Why it failed, when ``status`` is FAILED or CANCELLED."""
+    worker_id: Annotated[str, Meta(max_length=128)] = ""
+    started_at: Seconds | None = None
+    finished_at: Seconds | None = None
+
+
+class TaskAssignment(_Body):
+    """One task leased to a subworker."""
+
+    task_id: TaskId
+    name: TaskName
+    args: Raw = EMPTY_ARGS
+    kwargs: Raw = EMPTY_KWARGS
+    timeout: Annotated[float, Meta(gt=0)] | None = None
+    attempt: Annotated[int, Meta(ge=1)] = 1
+    """1 on the first dispatch; higher after a lost worker's lease was taken back."""
+
+
+class TaskInfo(_Body):
+    """A task's record for status queries, history and the dashboard."""
+
+    task_id: TaskId
+    name: TaskName
+    priority: TaskPriority
+    status: TaskStatus
+    queued_at: Seconds
+    worker_id: Annotated[str, Meta(max_length=128)] = ""
+    started_at: Seconds | None = None
+    finished_at: Seconds | None = None
+    attempts: Count = 0
+    error: ErrorInfo | None = None
+    args: Raw = NIL
+    """Arguments, return value: :data:`NIL` unless the query asked for payloads."""
+    kwargs: Raw = NIL
+    value: Raw = NIL
+
+
+class WorkerInfo(_Body):
+    """A subworker's record for the admin view."""
+
+    worker_id: PeerId
+    state: WorkerState
+    address: Annotated[str, Meta(max_length=256)]
+    """The subworker's end of the connection, as the control plane sees it."""
+    host: Annotated[str, Meta(max_length=256)]
+    pid: Count
+    load: Count
+    """Tasks assigned to it now."""
+    slots: Count
+    """Its declared concurrency: it is never given more tasks than this."""
+    connected_at: Seconds
+    last_heartbeat: Seconds
+    tasks_done: Count = 0
+    tasks_failed: Count = 0
+    task_names: NameList = []
+
+
+class QueueDepth(_Body):
+    """Tasks waiting in the queue, per priority."""
+
+    critical: Count = 0
+    high: Count = 0
+    normal: Count = 0
+    low: Count = 0
+
+    @property
+    def total(self) -> int:
+        """All waiting tasks."""
+        return self.critical + self.high + self.normal + self.low
+
+
+class Counters(_Body):
+    """Totals since the control plane started."""
+
+    submitted: Count = 0
+    succeeded: Count = 0
+    failed: Count = 0
+    cancelled: Count = 0
+    requeued: Count = 0
+    """Tasks taken back from a lost or draining worker and queued again."""
+    running: Count = 0
+
+
+# --- client -> control plane ------------------------------------------------------------
+
+
+class ClientHello(_Message, tag="hello"):
+    """First request on a client connection; answered by :class:`Welcome`."""
+
+    request_id: RequestId
+    client_name: Annotated[str, Meta(max_length=256)] = ""
+    library_version: Annotated[str, Meta(max_length=64)] = ""
+
+
+class SubmitTask(_Message, tag="submit"):
+    """Queue one task; answered by :class:`Accepted`."""
+
+    request_id: RequestId
+    task: TaskRequest
+
+
+class SubmitBatch(_Message, tag="submit_batch"):
+    """Queue several tasks at once; answered by one :class:`Accepted`. Each task is
+    accepted or the whole batch is refused."""
+
+    request_id: RequestId
+    tasks: Annotated[list[TaskRequest], Meta(min_length=1, max_length=MAX_MESSAGES_PER_FRAME)]
+
+
+class WatchResults(_Message, tag="watch"):
+    """Ask for these tasks' outcomes to be pushed to this connection as :class:`Results`,
+    at once for finished tasks, later for the others. Answered by :class:`Watching`."""
+
+    request_id: RequestId
+    task_ids: IdList
+
+
+class CancelTasks(_Message, tag="cancel"):
+    """Cancel queued tasks; answered by :class:`CancelReply`."""
+
+    request_id: RequestId
+    task_ids: IdList
+
+
+class StatusQuery(_Message, tag="status"):
+    """Ask for tasks' records; answered by :class:`StatusReply`."""
+
+    request_id: RequestId
+    task_ids: IdList
+    include_payloads: bool = False
+    """Also return arguments and return values."""
+
+
+class OverviewQuery(_Message, tag="overview"):
+    """Ask for queue depth, subworkers, registered tasks and counters; answered by
+    :class:`Overview`."""
+
+    request_id: RequestId
+
+
+class HistoryQuery(_Message, tag="history"):
+    """Ask for a page of recent tasks, newest first; answered by :class:`HistoryReply`."""
+
+    request_id: RequestId
+    offset: Count = 0
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+    name: Annotated[str, Meta(max_length=256)] | None = None
+
+
+# --- control plane -> client ------------------------------------------------------------
+
+
+class Welcome(_Message, tag="welcome"):
+    """Answer to :class:`ClientHello`."""
+
+    request_id: RequestId
+    control_plane_id: PeerId
+    library_version: Annotated[str, Meta(max_length=64)] = ""
+    task_names: NameList = []
+
+
+class Accepted(_Message, tag="accepted"):
+    """The submitted tasks are stored and queued; their ids in submission order."""
+
+    request_id: RequestId
+    task_ids: IdList
+
+
+class Results(_Message, tag="results"):
+    """Outcomes of finished tasks, pushed to whoever asked for them."""
+
+    outcomes: Annotated[list[TaskOutcome], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+
+
+class Watching(_Message, tag="watching"):
+    """Answer to :class:`WatchResults`. Ids in ``unknown`` will never get an outcome."""
+
+    request_id: RequestId
+    unknown: IdList = []
+
+
+class CancelReply(_Message, tag="cancelled"):
+    """Answer to :class:`CancelTasks`."""
+
+    request_id: RequestId
+    cancelled: IdList = []
+    """Were queued and will never run."""
+    not_cancelled: IdList = []
+    """Already running or finished."""
+    unknown: IdList = []
+
+
+class StatusReply(_Message, tag="status_reply"):
+    """Answer to :class:`StatusQuery`."""
+
+    request_id: RequestId
+    tasks: Annotated[list[TaskInfo], Meta(max_length=MAX_MESSAGES_PER_FRAME * 4)]
+    unknown: IdList = []
+
+
+class Overview(_Message, tag="overview_reply"):
+    """Answer to :class:`OverviewQuery`: the state of the whole control plane."""
+
+    request_id: RequestId
+    control_plane_id: PeerId
+    started_at: Seconds
+    queue_depth: QueueDepth
+    counters: Counters
+    workers: Annotated[list[WorkerInfo], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+    task_names: NameList
+    library_version: Annotated[str, Meta(max_length=64)] = ""
+    local_execution: bool = True
+    """Whether the control plane runs tasks itself when no subworker is connected."""
+
+
+class HistoryReply(_Message, tag="history_reply"):
+    """Answer to :class:`HistoryQuery`: one page, and how many tasks match in all."""
+
+    request_id: RequestId
+    total: Count
+    tasks: Annotated[list[TaskInfo], Meta(max_length=1000)]
+
+
+class ErrorReply(_Message, tag="error"):
+    """A request was refused or could not be read. ``request_id`` is None when the
+    frame was unreadable and the request it carried is unknown."""
+
+    request_id: RequestId | None
+    error: ErrorInfo
+
+
+# --- subworker <-> control plane --------------------------------------------------------
+
+
+class WorkerHello(_Message, tag="worker_hello"):
+    """First request on a subworker connection; answered by :class:`WorkerWelcome`, or
+    an :class:`ErrorReply` (for example a duplicate id)."""
+
+    request_id: RequestId
+    worker_id: PeerId
+    concurrency: Annotated[int, Meta(ge=1, le=100_000)]
+    task_names: NameList
+    host: Annotated[str, Meta(max_length=256)] = ""
+    pid: Count = 0
+    library_version: Annotated[str, Meta(max_length=64)] = ""
+
+
+class WorkerWelcome(_Message, tag="worker_welcome"):
+    """The control plane registered the subworker and tells it the timing to keep."""
+
+    request_id: RequestId
+    control_plane_id: PeerId
+    heartbeat_interval: Annotated[float, Meta(gt=0)]
+    lease_timeout: Annotated[float, Meta(gt=0)]
+
+
+class Heartbeat(_Message, tag="heartbeat"):
+    """Sent both ways between a subworker and its control plane; silence past the
+    lease timeout means the other side is gone."""
+
+    sent_at: Seconds
+    load: Count = 0
+
+
+class Dispatch(_Message, tag="dispatch"):
+    """Tasks leased to a subworker. It never receives more than its free slots."""
+
+    tasks: Annotated[list[TaskAssignment], Meta(min_length=1, max_length=MAX_MESSAGES_PER_FRAME)]
+
+
+class TasksDone(_Message, tag="done"):
+    """Outcomes of tasks a subworker ran; each frees one slot."""
+
+    outcomes: Annotated[list[TaskOutcome], Meta(min_length=1, max_length=MAX_MESSAGES_PER_FRAME)]
+
+
+class HandBack(_Message, tag="hand_back"):
+    """Leased tasks a draining subworker will not run; they go back to the queue."""
+
+    task_ids: IdList
+
+
+class Goodbye(_Message, tag="goodbye"):
+    """A peer is closing its connection on purpose."""
+
+    reason: Text = ""
+
+
+Message = (
+    ClientHello
+    | SubmitTask
+    | SubmitBatch
+    | WatchResults
+    | CancelTasks
+    | StatusQuery
+    | OverviewQuery
+    | HistoryQuery
+    | Welcome
+    | Accepted
+    | Results
+    | Watching
+    | CancelReply
+    | StatusReply
+    | Overview
+    | HistoryReply
+    | ErrorReply
+    | WorkerHello
+    | WorkerWelcome
+    | Heartbeat
+    | Dispatch
+    | TasksDone
+    | HandBack
+    | Goodbye
+)
+"""Any message that may appear in a frame."""
+
+
+class Frame(Struct, array_like=True, gc=False):
+    """What one NNG message carries: the sender's protocol version and its messages."""
+
+    major: int
+    minor: int
+    messages: Annotated[list[Message], Meta(max_length=MAX_MESSAGES_PER_FRAME)]

@@ -1,0 +1,146 @@
+"""One sample of every message kind at protocol 1.0.
+
+The golden files in ``golden/1.0/`` were encoded from these samples. Do not edit a
+sample of an existing version: the golden test proves that today's code still decodes
+what version 1.0 peers sent. A new field with a default decodes from old bytes to its
+default, so the sample stays equal. Changing what old bytes mean needs a new major.
+"""
+
+from __future__ import annotations
+
+from msgspec import Raw
+
+from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
+from fastworker.protocol import messages as m
+
+ARGS = Raw(b"\x92\x01\x02")  # [1, 2]
+KWARGS = Raw(b"\x81\xa5scale\x03")  # {"scale": 3}
+VALUE = Raw(b"\x03")  # 3
+ERROR = m.ErrorInfo(
+    code="task_failed",
+    message="division by zero",
+    remote_type="builtins.ZeroDivisionError",
+    traceback="Traceback (most recent call last):\n  ...\nZeroDivisionError: division by zero\n",
+)
+REQUEST = m.TaskRequest(
+    name="add",
+    args=ARGS,
+    kwargs=KWARGS,
+    priority=TaskPriority.HIGH,
+    task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+    timeout=30.0,
+    idempotency_key="order-42",
+    notify=True,
+)
+OUTCOME_OK = m.TaskOutcome(
+    task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+    status=TaskStatus.SUCCEEDED,
+    value=VALUE,
+    worker_id="fast-1",
+    started_at=1_790_000_000.25,
+    finished_at=1_790_000_000.5,
+)
+OUTCOME_FAILED = m.TaskOutcome(
+    task_id="a1", status=TaskStatus.FAILED, error=ERROR, worker_id="fast-2"
+)
+TASK_INFO = m.TaskInfo(
+    task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+    name="add",
+    priority=TaskPriority.LOW,
+    status=TaskStatus.SUCCEEDED,
+    queued_at=1_790_000_000.0,
+    worker_id="fast-1",
+    started_at=1_790_000_000.25,
+    finished_at=1_790_000_000.5,
+    attempts=1,
+    args=ARGS,
+    kwargs=KWARGS,
+    value=VALUE,
+)
+WORKER_INFO = m.WorkerInfo(
+    worker_id="fast-1",
+    state=WorkerState.CONNECTED,
+    address="127.0.0.1:40312",
+    host="web-1",
+    pid=4242,
+    load=2,
+    slots=4,
+    connected_at=1_790_000_000.0,
+    last_heartbeat=1_790_000_001.0,
+    tasks_done=10,
+    tasks_failed=1,
+    task_names=["add", "charge_card"],
+)
+
+SAMPLES: dict[str, m.Message] = {
+    "hello": m.ClientHello(request_id=1, client_name="web-1:4242", library_version="0.1.0"),
+    "submit": m.SubmitTask(request_id=2, task=REQUEST),
+    "submit_batch": m.SubmitBatch(request_id=3, tasks=[REQUEST, m.TaskRequest(name="noop")]),
+    "watch": m.WatchResults(request_id=4, task_ids=["a1", "a2"]),
+    "cancel": m.CancelTasks(request_id=5, task_ids=["a1"]),
+    "status": m.StatusQuery(request_id=6, task_ids=["a1"], include_payloads=True),
+    "overview": m.OverviewQuery(request_id=7),
+    "history": m.HistoryQuery(
+        request_id=8,
+        offset=50,
+        limit=25,
+        status=TaskStatus.FAILED,
+        priority=TaskPriority.CRITICAL,
+        name="add",
+    ),
+    "welcome": m.Welcome(
+        request_id=1, control_plane_id="cp-1", library_version="0.1.0", task_names=["add"]
+    ),
+    "accepted": m.Accepted(request_id=2, task_ids=["5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e"]),
+    "results": m.Results(outcomes=[OUTCOME_OK, OUTCOME_FAILED]),
+    "watching": m.Watching(request_id=4, unknown=["a2"]),
+    "cancelled": m.CancelReply(
+        request_id=5, cancelled=["a1"], not_cancelled=["a3"], unknown=["a4"]
+    ),
+    "status_reply": m.StatusReply(request_id=6, tasks=[TASK_INFO], unknown=["zz"]),
+    "overview_reply": m.Overview(
+        request_id=7,
+        control_plane_id="cp-1",
+        started_at=1_790_000_000.0,
+        queue_depth=m.QueueDepth(critical=1, high=2, normal=3, low=400),
+        counters=m.Counters(
+            submitted=500, succeeded=90, failed=3, cancelled=1, requeued=2, running=4
+        ),
+        workers=[WORKER_INFO],
+        task_names=["add", "charge_card"],
+        library_version="0.1.0",
+        local_execution=False,
+    ),
+    "history_reply": m.HistoryReply(request_id=8, total=1, tasks=[TASK_INFO]),
+    "error": m.ErrorReply(
+        request_id=9, error=m.ErrorInfo(code="unknown_task", message="no task named 'ad'")
+    ),
+    "worker_hello": m.WorkerHello(
+        request_id=1,
+        worker_id="fast-1",
+        concurrency=4,
+        task_names=["add"],
+        host="web-1",
+        pid=4242,
+        library_version="0.1.0",
+    ),
+    "worker_welcome": m.WorkerWelcome(
+        request_id=1, control_plane_id="cp-1", heartbeat_interval=1.0, lease_timeout=3.0
+    ),
+    "heartbeat": m.Heartbeat(sent_at=1_790_000_001.0, load=2),
+    "dispatch": m.Dispatch(
+        tasks=[
+            m.TaskAssignment(
+                task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+                name="add",
+                args=ARGS,
+                kwargs=KWARGS,
+                timeout=30.0,
+                attempt=2,
+            )
+        ]
+    ),
+    "done": m.TasksDone(outcomes=[OUTCOME_OK]),
+    "hand_back": m.HandBack(task_ids=["a1", "a2"]),
+    "goodbye": m.Goodbye(reason="draining"),
+}
