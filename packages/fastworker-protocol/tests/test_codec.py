@@ -66,9 +66,22 @@ def test_defaults_fill_in_for_a_minimal_task() -> None:
     assert message.task.notify is True
 
 
+def test_the_acknowledgement_count_travels_in_the_envelope() -> None:
+    frame = decode_frame(encode_frame([m.OverviewQuery(request_id=1)], acked=12345))
+    assert frame.acked == 12345
+    assert decode_frame(encode_frame([], acked=3)).messages == []
+
+
+def test_a_negative_acknowledgement_count_is_refused() -> None:
+    with pytest.raises(MalformedFrameError, match=r"\$\[2\]"):
+        decode_frame(msgspec.msgpack.encode([MAJOR, MINOR, -1, []]))
+
+
 def test_a_newer_minor_version_with_appended_fields_is_accepted() -> None:
     # A 1.x peer may append fields with defaults to any struct; we ignore what we don't know.
-    newer = msgspec.msgpack.encode([MAJOR, MINOR + 1, [["overview", 7, "a field from the future"]]])
+    newer = msgspec.msgpack.encode(
+        [MAJOR, MINOR + 1, 0, [["overview", 7, "a field from the future"]]]
+    )
     frame = decode_frame(newer)
     assert frame.minor == MINOR + 1
     assert frame.messages == [m.OverviewQuery(request_id=7)]
@@ -78,7 +91,7 @@ def test_a_newer_minor_version_with_appended_fields_is_accepted() -> None:
 
 
 def test_another_major_version_is_refused_even_if_the_body_would_decode() -> None:
-    data = msgspec.msgpack.encode([MAJOR + 1, 0, [["overview", 7]]])
+    data = msgspec.msgpack.encode([MAJOR + 1, 0, 0, [["overview", 7]]])
     with pytest.raises(ProtocolVersionError, match=rf"protocol {MAJOR + 1}\.0"):
         decode_frame(data)
 
@@ -107,10 +120,10 @@ def test_the_default_size_limit_applies() -> None:
         pytest.param(b"\xc1", id="never-used-byte"),
         pytest.param(b"GET / HTTP/1.1\r\n\r\n", id="http"),
         pytest.param(encode_frame([SAMPLES["submit"]])[:-5], id="truncated"),
-        pytest.param(b"\x93\x01\x00\x91\x92\xa7unknown\x01", id="unknown-tag"),
+        pytest.param(b"\x94\x01\x00\x00\x91\x92\xa7unknown\x01", id="unknown-tag"),
         pytest.param(msgspec.msgpack.encode({"major": 1}), id="map-not-array"),
         pytest.param(
-            msgspec.msgpack.encode([MAJOR, MINOR, "not a list"]), id="messages-not-a-list"
+            msgspec.msgpack.encode([MAJOR, MINOR, 0, "not a list"]), id="messages-not-a-list"
         ),
     ],
 )
@@ -127,45 +140,47 @@ def _message(*fields: object) -> list[object]:
     ("message", "where"),
     [
         pytest.param(
-            _message("submit", "one", ["add"]), r"\$\[2\]\[0\]\[1\]", id="request-id-as-string"
+            _message("submit", "one", ["add"]), r"\$\[3\]\[0\]\[1\]", id="request-id-as-string"
         ),
         pytest.param(
             _message("submit", 1, _message("add", [], {}, 9)),
-            r"\$\[2\]\[0\]\[2\]\[3\]",
+            r"\$\[3\]\[0\]\[2\]\[3\]",
             id="priority-out-of-range",
         ),
         pytest.param(
             _message("submit", 1, _message("", [], {})),
-            r"\$\[2\]\[0\]\[2\]\[0\]",
+            r"\$\[3\]\[0\]\[2\]\[0\]",
             id="empty-task-name",
         ),
         pytest.param(
-            _message("submit", -1, ["add"]), r"\$\[2\]\[0\]\[1\]", id="negative-request-id"
+            _message("submit", -1, ["add"]), r"\$\[3\]\[0\]\[1\]", id="negative-request-id"
         ),
-        pytest.param(_message("heartbeat", "noon"), r"\$\[2\]\[0\]\[1\]", id="time-as-string"),
+        pytest.param(_message("heartbeat", "noon"), r"\$\[3\]\[0\]\[1\]", id="time-as-string"),
         pytest.param(
-            _message("worker_hello", 1, "w", 0, []), r"\$\[2\]\[0\]\[3\]", id="zero-concurrency"
+            _message("worker_hello", 1, "w", 0, []), r"\$\[3\]\[0\]\[3\]", id="zero-concurrency"
         ),
         pytest.param(
             _message("results", [_message("t", "exploded")]),
-            r"\$\[2\]\[0\]\[1\]\[0\]\[1\]",
+            r"\$\[3\]\[0\]\[1\]\[0\]\[1\]",
             id="unknown-status",
         ),
     ],
 )
 def test_wrong_field_types_are_refused_with_the_path(message: list[object], where: str) -> None:
     with pytest.raises(MalformedFrameError, match=where):
-        decode_frame(msgspec.msgpack.encode([MAJOR, MINOR, [message]]))
+        decode_frame(msgspec.msgpack.encode([MAJOR, MINOR, 0, [message]]))
 
 
 def test_a_frame_with_too_many_messages_is_refused() -> None:
-    data = msgspec.msgpack.encode([MAJOR, MINOR, [["overview", 1]] * (MAX_MESSAGES_PER_FRAME + 1)])
+    data = msgspec.msgpack.encode(
+        [MAJOR, MINOR, 0, [["overview", 1]] * (MAX_MESSAGES_PER_FRAME + 1)]
+    )
     with pytest.raises(MalformedFrameError):
         decode_frame(data)
 
 
 def test_an_over_long_task_id_is_refused() -> None:
-    data = msgspec.msgpack.encode([MAJOR, MINOR, [["watch", 1, ["x" * 129]]]])
+    data = msgspec.msgpack.encode([MAJOR, MINOR, 0, [["watch", 1, ["x" * 129]]]])
     with pytest.raises(MalformedFrameError):
         decode_frame(data)
 

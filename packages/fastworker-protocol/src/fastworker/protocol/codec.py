@@ -53,9 +53,10 @@ class _VersionProbe(Struct, array_like=True):
 _probe_decoder: Final = msgspec.msgpack.Decoder(_VersionProbe)
 
 
-def encode_frame(messages: Sequence[Message]) -> bytes:
-    """Encode messages into one frame stamped with this protocol version."""
-    return _encoder.encode(Frame(_MAJOR, _MINOR, list(messages)))
+def encode_frame(messages: Sequence[Message], *, acked: int = 0) -> bytes:
+    """Encode messages into one frame stamped with this protocol version and the count
+    of frames received from the peer so far."""
+    return _encoder.encode(Frame(_MAJOR, _MINOR, acked, list(messages)))
 
 
 def decode_frame(

@@ -488,8 +488,16 @@ Message = (
 
 
 class Frame(Struct, array_like=True, gc=False):
-    """What one NNG message carries: the sender's protocol version and its messages."""
+    """What one NNG message carries: the sender's protocol version, how many frames it
+    has received from this peer on this connection, and its messages.
+
+    ``acked`` is the flow-control credit. The control plane's socket gives each peer a
+    send queue of only two frames and drops what does not fit, so the control plane
+    keeps at most two frames unacknowledged per peer, and clients and subworkers
+    acknowledge every frame (in their next frame, or in an empty one).
+    """
 
     major: int
     minor: int
+    acked: Annotated[int, Meta(ge=0)]
     messages: Annotated[list[Message], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
