@@ -27,8 +27,22 @@ from fastworker.protocol import (
 )
 
 from ._version import __version__
+from .client import Client, CompletionCallback, TaskCall
+from .results import TaskResult
+from .tasks import (
+    Task,
+    TaskRegistry,
+    current_client,
+    default_registry,
+    get_default_client,
+    set_default_client,
+    task,
+    use_client,
+)
 
 __all__ = [
+    "Client",
+    "CompletionCallback",
     "ConnectionClosedError",
     "FastworkerError",
     "InvalidArgumentsError",
@@ -36,15 +50,25 @@ __all__ = [
     "QueueFullError",
     "RequestTimeoutError",
     "ResultTimeoutError",
+    "Task",
+    "TaskCall",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskPriority",
+    "TaskRegistry",
+    "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
     "UnknownTaskError",
     "UnsupportedValueError",
     "WorkerLostError",
     "__version__",
+    "current_client",
+    "default_registry",
+    "get_default_client",
+    "set_default_client",
+    "task",
+    "use_client",
 ]

@@ -1,21 +1,113 @@
-"""The ``fastworker`` command line."""
+"""The ``fastworker`` command line.
+
+Every flag can also be set through the environment as ``FASTWORKER_<FLAG>`` (dashes
+become underscores: ``--task-modules`` is ``FASTWORKER_TASK_MODULES``); a flag on the
+command line wins. Exit codes: 0 success, 1 the task failed, 2 usage or configuration
+error, 3 the control plane could not be reached, 4 the control plane refused.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from fastworker.protocol import PROTOCOL_VERSION
+from fastworker.client import Client
+from fastworker.client.tasks import TaskRegistry, default_registry
+from fastworker.protocol import (
+    DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_QUEUED_TASKS,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RESULT_CACHE_SIZE,
+    DEFAULT_RESULT_TTL,
+    ENV_PREFIX,
+    PROTOCOL_VERSION,
+    ConfigurationError,
+    FastworkerError,
+    RejectedError,
+    TaskError,
+    TaskPriority,
+    TransportError,
+)
 
 from ._version import __version__
+from .control_plane import ControlPlane, ControlPlaneSettings
+from .subworker import Subworker, SubworkerSettings
+
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
+
+log = logging.getLogger("fastworker")
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _priority(text: str) -> TaskPriority:
+    try:
+        return TaskPriority.parse(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _modules(text: str) -> list[str]:
+    return [name for name in text.replace(",", " ").split() if name]
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default: info)",
+    )
+
+
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=DEFAULT_CONTROL_PLANE_ADDRESS,
+        help=f"the control plane to talk to (default: {DEFAULT_CONTROL_PLANE_ADDRESS})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="seconds to wait for the control plane to answer (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastworker`` command."""
     parser = argparse.ArgumentParser(
         prog="fastworker",
-        description="fastworker: a brokerless task queue. Runs control planes and subworkers.",
+        description="fastworker: a brokerless task queue. Runs control planes and subworkers "
+        "and talks to them. Every flag can be set as FASTWORKER_<FLAG> in the environment.",
     )
     major, minor = PROTOCOL_VERSION
     parser.add_argument(
@@ -23,15 +115,314 @@ def build_parser() -> argparse.ArgumentParser:
         action="version",
         version=f"fastworker-server {__version__} (protocol {major}.{minor})",
     )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cp = commands.add_parser("control-plane", help="run a control plane")
+    cp.add_argument(
+        "--task-modules",
+        type=_modules,
+        default=[],
+        help="modules whose @task functions to register, comma or space separated",
+    )
+    cp.add_argument(
+        "--address",
+        "--base-address",
+        dest="address",
+        default=DEFAULT_CONTROL_PLANE_ADDRESS,
+        help="where to listen for clients and subworkers (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--no-local-execution",
+        dest="local_execution",
+        action="store_false",
+        help="never run tasks here, even with no subworker connected",
+    )
+    cp.add_argument(
+        "--local-concurrency",
+        type=_positive_int,
+        default=ControlPlaneSettings.local_concurrency,
+        help="tasks run at once here when no subworker is connected (default: %(default)s)",
+    )
+    cp.add_argument("--result-cache-size", type=_positive_int, default=DEFAULT_RESULT_CACHE_SIZE)
+    cp.add_argument("--result-ttl", type=_positive_float, default=DEFAULT_RESULT_TTL)
+    cp.add_argument("--max-queued-tasks", type=_positive_int, default=DEFAULT_MAX_QUEUED_TASKS)
+    cp.add_argument(
+        "--heartbeat-interval", type=_positive_float, default=DEFAULT_HEARTBEAT_INTERVAL
+    )
+    cp.add_argument("--lease-timeout", type=_positive_float, default=DEFAULT_LEASE_TIMEOUT)
+    cp.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=ControlPlaneSettings.max_attempts,
+        help="dispatches of a task whose workers keep dying before it fails (default: %(default)s)",
+    )
+    _add_common(cp)
+
+    sw = commands.add_parser(
+        "subworker", help="run a subworker that takes tasks from a control plane"
+    )
+    sw.add_argument("--worker-id", required=True, help="this subworker's unique id")
+    sw.add_argument(
+        "--control-plane-address",
+        default=DEFAULT_CONTROL_PLANE_ADDRESS,
+        help="the control plane to connect to (default: %(default)s)",
+    )
+    sw.add_argument(
+        "--task-modules", type=_modules, default=[], help="modules with @task functions"
+    )
+    sw.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=SubworkerSettings.concurrency,
+        help="tasks run at once (default: %(default)s)",
+    )
+    sw.add_argument(
+        "--drain-timeout",
+        type=_positive_float,
+        default=SubworkerSettings.drain_timeout,
+        help="seconds to let running tasks finish on SIGTERM before handing them back",
+    )
+    sw.add_argument(
+        "--base-address",
+        help="accepted for compatibility and ignored: subworkers connect out to the control "
+        "plane and listen on nothing",
+    )
+    _add_common(sw)
+
+    submit = commands.add_parser("submit", help="submit a task")
+    submit.add_argument("name", help="the task's registered name")
+    submit.add_argument(
+        "args",
+        nargs="*",
+        help="positional arguments, each read as JSON (1, 2.5, true, null, '[1,2]', '\"text\"'); "
+        "a word that is not JSON is taken as a string",
+    )
+    submit.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    submit.add_argument("--priority", type=_priority, default=TaskPriority.NORMAL)
+    submit.add_argument("--timeout", type=_positive_float, help="seconds the task may run")
+    submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    submit.add_argument(
+        "--wait-timeout", type=_positive_float, default=60.0, help="seconds to wait with --wait"
+    )
+    _add_client_flags(submit)
+    _add_common(submit)
+
+    status = commands.add_parser("status", help="show a task's record")
+    status.add_argument("task_id")
+    _add_client_flags(status)
+    _add_common(status)
+
+    cancel = commands.add_parser("cancel", help="cancel queued tasks")
+    cancel.add_argument("task_ids", nargs="+")
+    _add_client_flags(cancel)
+    _add_common(cancel)
+
+    listing = commands.add_parser("list", help="list registered tasks and connected subworkers")
+    _add_client_flags(listing)
+    _add_common(listing)
+
+    for sub in (cp, sw, submit, status, cancel, listing):
+        _defaults_from_environment(sub)
     return parser
+
+
+def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
+    """Take each optional flag's default from FASTWORKER_<FLAG> when that is set."""
+    for action in parser._actions:  # pyright: ignore[reportPrivateUsage]
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        flag = action.option_strings[0].lstrip("-").replace("-", "_").upper()
+        if flag.startswith("NO_"):
+            flag = flag[3:]
+        raw = os.environ.get(f"{ENV_PREFIX}{flag}")
+        if raw is None:
+            continue
+        if isinstance(action, argparse._StoreFalseAction | argparse._StoreTrueAction):  # pyright: ignore[reportPrivateUsage]
+            truthy = raw.strip().lower()
+            if truthy not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                parser.error(f"{ENV_PREFIX}{flag}={raw!r} is not a boolean")
+            parser.set_defaults(**{action.dest: truthy in ("1", "true", "yes", "on")})
+            continue
+        try:
+            value = action.type(raw) if callable(action.type) else raw
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"{ENV_PREFIX}{flag}={raw!r}: {exc}")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"{ENV_PREFIX}{flag}={raw!r} is not one of {list(action.choices)}")
+        parser.set_defaults(**{action.dest: value})
+        action.required = False
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _load_tasks(modules: Sequence[str]) -> TaskRegistry:
+    default_registry.import_modules(modules)
+    return default_registry
+
+
+async def _serve_until_signalled(
+    start: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await start()
+    await stopping.wait()
+    log.info("stopping")
+    await stop()
+
+
+async def _control_plane(options: argparse.Namespace) -> int:
+    registry = _load_tasks(options.task_modules)
+    settings = ControlPlaneSettings(
+        address=options.address,
+        local_execution=options.local_execution,
+        local_concurrency=options.local_concurrency,
+        result_cache_size=options.result_cache_size,
+        result_ttl=options.result_ttl,
+        max_queued_tasks=options.max_queued_tasks,
+        heartbeat_interval=options.heartbeat_interval,
+        lease_timeout=options.lease_timeout,
+        max_attempts=options.max_attempts,
+    )
+    plane = ControlPlane(registry, settings)
+    log.info("tasks: %s", ", ".join(registry.names()) or "none")
+    await _serve_until_signalled(plane.start, plane.stop)
+    return EXIT_OK
+
+
+async def _subworker(options: argparse.Namespace) -> int:
+    if options.base_address:
+        log.warning(
+            "--base-address is ignored: subworkers connect out to the control plane at %s",
+            options.control_plane_address,
+        )
+    registry = _load_tasks(options.task_modules)
+    worker = Subworker(
+        registry,
+        SubworkerSettings(
+            worker_id=options.worker_id,
+            control_plane_address=options.control_plane_address,
+            concurrency=options.concurrency,
+            drain_timeout=options.drain_timeout,
+        ),
+    )
+    log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
+    await _serve_until_signalled(worker.start, worker.stop)
+    return EXIT_OK
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+async def _submit(options: argparse.Namespace) -> int:
+    kwargs = json.loads(options.kwargs)
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError("--kwargs must be a JSON object")
+    async with Client(options.address, request_timeout=options.request_timeout) as client:
+        task_id = await client.delay(
+            options.name,
+            *[_json_arg(arg) for arg in options.args],
+            priority=options.priority,
+            timeout=options.timeout,
+            **kwargs,  # pyright: ignore[reportUnknownArgumentType]
+        )
+        if not options.wait:
+            print(task_id)
+            return EXIT_OK
+        result = await client.wait(task_id, timeout=options.wait_timeout)
+        if result.error is not None:
+            print(f"{task_id} {result.status.value}: {result.error}", file=sys.stderr)
+            return EXIT_TASK_FAILED
+        print(json.dumps(result.value, default=repr))
+        return EXIT_OK
+
+
+async def _status(options: argparse.Namespace) -> int:
+    async with Client(options.address, request_timeout=options.request_timeout) as client:
+        info = await client.status(options.task_id)
+    import msgspec
+
+    print(msgspec.json.encode(info).decode())
+    return EXIT_OK
+
+
+async def _cancel(options: argparse.Namespace) -> int:
+    async with Client(options.address, request_timeout=options.request_timeout) as client:
+        reply = await client.cancel(*options.task_ids)
+    for task_id in reply.cancelled:
+        print(f"{task_id} cancelled")
+    for task_id in reply.not_cancelled:
+        print(f"{task_id} not cancelled: already running or finished")
+    for task_id in reply.unknown:
+        print(f"{task_id} unknown")
+    return EXIT_OK if not reply.not_cancelled and not reply.unknown else EXIT_REFUSED
+
+
+async def _list(options: argparse.Namespace) -> int:
+    async with Client(options.address, request_timeout=options.request_timeout) as client:
+        overview = await client.overview()
+    print("tasks:")
+    for name in overview.task_names:
+        print(f"  {name}")
+    print("subworkers:")
+    for worker in overview.workers:
+        print(
+            f"  {worker.worker_id}  {worker.state.value}  load {worker.load}/{worker.slots}  "
+            f"{worker.address}  done {worker.tasks_done}"
+        )
+    depth = overview.queue_depth
+    print(
+        f"queued: critical {depth.critical}, high {depth.high}, "
+        f"normal {depth.normal}, low {depth.low}"
+    )
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "control-plane": _control_plane,
+    "subworker": _subworker,
+    "submit": _submit,
+    "status": _status,
+    "cancel": _cancel,
+    "list": _list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    options = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(COMMANDS[options.command](options))
+    except ConfigurationError as exc:
+        print(f"fastworker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TransportError as exc:
+        print(f"fastworker: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RejectedError as exc:
+        print(f"fastworker: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except TaskError as exc:
+        print(f"fastworker: {exc}", file=sys.stderr)
+        return EXIT_TASK_FAILED
+    except FastworkerError as exc:
+        print(f"fastworker: {exc}", file=sys.stderr)
+        return EXIT_TASK_FAILED
+    except json.JSONDecodeError as exc:
+        print(f"fastworker: invalid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

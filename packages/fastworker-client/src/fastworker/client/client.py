@@ -1,0 +1,529 @@
+"""The asyncio client: one long-lived connection to a control plane, many requests in
+flight on it, results pushed to it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+import itertools
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+from fastworker.protocol import (
+    DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RESULT_CACHE_SIZE,
+    ENV_PREFIX,
+    ConfigurationError,
+    FastworkerError,
+    NotConnectedError,
+    ProtocolError,
+    RequestTimeoutError,
+    ResultTimeoutError,
+    TaskNotFoundError,
+    TaskPriority,
+    UnexpectedReplyError,
+    encode_value,
+    error_from_code,
+)
+from fastworker.protocol import messages as m
+
+from ._transport import Dialer, closed_error
+from ._version import __version__
+from .results import TaskResult
+from .tasks import Submitter, get_default_client, set_default_client
+
+__all__ = ["CompletionCallback", "TaskCall"]
+
+log = logging.getLogger("fastworker.client")
+
+CompletionCallback = Callable[[TaskResult], "Awaitable[None] | None"]
+"""Called in the client with the finished task; may be sync or async."""
+
+_Reply = TypeVar("_Reply", bound=m.Message)
+_HANDSHAKE_TIMEOUT: Final = DEFAULT_REQUEST_TIMEOUT
+_MAX_NAME: Final = 256
+_MAX_ID: Final = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskCall:
+    """One task of a batch for :meth:`Client.delay_many`."""
+
+    name: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict[str, Any])
+    priority: TaskPriority | str | None = None
+    timeout: float | None = None
+
+
+class Client:
+    """An asyncio client of one control plane.
+
+    ``address`` defaults to ``$FASTWORKER_ADDRESS``, then to the local default
+    (``tcp://127.0.0.1:5555``). Use it as ``async with Client() as client:`` or call
+    :meth:`start` and :meth:`stop`. Every call has a bound: ``request_timeout`` seconds
+    for the control plane to answer, and the ``timeout`` given to :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
+        name: str | None = None,
+    ) -> None:
+        self.address = (
+            address or os.environ.get(f"{ENV_PREFIX}ADDRESS") or DEFAULT_CONTROL_PLANE_ADDRESS
+        )
+        if request_timeout <= 0:
+            raise ConfigurationError("request_timeout must be positive")
+        self.request_timeout = request_timeout
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._result_cache_size = result_cache_size
+        self._dialer: Dialer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._request_ids = itertools.count(1)
+        self._requests: dict[int, tuple[type[m.Message], asyncio.Future[Any]]] = {}
+        # Results pushed to us, kept (bounded, oldest out) until someone asks for them.
+        self._results: collections.OrderedDict[str, TaskResult] = collections.OrderedDict()
+        self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
+        self._callbacks: dict[str, list[CompletionCallback]] = {}
+        # Ids whose outcome this connection will be pushed, and has not had yet.
+        self._expected: set[str] = set()
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self.task_names: list[str] = []
+        """Tasks the control plane could run when the client connected."""
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and shake hands with the control plane.
+
+        Raises:
+            RequestTimeoutError: no control plane answered within ``request_timeout``.
+            ProtocolVersionError: the control plane speaks another major version.
+        """
+        if self._dialer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._dialer = Dialer(
+            self.address,
+            loop=self._loop,
+            sink=self._on_frames,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        )
+        self._dialer.open()
+        try:
+            welcome = await self._request(
+                lambda rid: m.ClientHello(
+                    request_id=rid, client_name=self.name, library_version=__version__
+                ),
+                m.Welcome,
+                timeout=_HANDSHAKE_TIMEOUT,
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        self.task_names = list(welcome.task_names)
+        if get_default_client() is None:
+            # Client takes more keyword options than the Submitter protocol names; task
+            # handles never pass those, so the narrower view is safe.
+            set_default_client(
+                cast("Submitter", self)
+            )  # so `await my_task.delay(...)` finds this client
+
+    async def stop(self) -> None:
+        """Close the connection. Calls still waiting fail with NotConnectedError."""
+        dialer, self._dialer = self._dialer, None
+        if dialer is None:
+            return
+        dialer.close()
+        self._fail_everything(NotConnectedError("the client was stopped"))
+        if get_default_client() is cast("Submitter", self):
+            set_default_client(None)
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- submitting -----------------------------------------------------------------------
+
+    async def delay(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        priority: TaskPriority | str | None = None,
+        timeout: float | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        on_complete: CompletionCallback | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Submit one task and return its id as soon as the control plane has queued it.
+
+        ``priority`` is a TaskPriority or its name (default NORMAL); ``timeout`` bounds
+        the task's run time on the worker. ``on_complete`` is called here, in this
+        client, when the task finishes. Task keyword arguments named like these options
+        must go through :meth:`delay_many`.
+
+        Raises:
+            UnsupportedValueError: an argument the wire cannot carry.
+            UnknownTaskError, InvalidArgumentsError, QueueFullError: refused by the control plane.
+        """
+        request = _task_request(name, args, kwargs, priority, timeout, task_id, idempotency_key)
+        if on_complete is not None:
+            self._callbacks.setdefault(request.task_id, []).append(on_complete)
+        self._expected.add(request.task_id)
+        try:
+            accepted = await self._request(
+                lambda rid: m.SubmitTask(request_id=rid, task=request), m.Accepted
+            )
+        except BaseException:
+            self._expected.discard(request.task_id)
+            self._callbacks.pop(request.task_id, None)
+            raise
+        (accepted_id,) = accepted.task_ids
+        if accepted_id != request.task_id:  # an idempotency key matched an earlier task
+            self._expected.discard(request.task_id)
+            self._move_callbacks(request.task_id, accepted_id)
+            await self._watch([accepted_id])
+        return accepted_id
+
+    async def delay_many(self, calls: Iterable[TaskCall]) -> list[str]:
+        """Submit a batch in one request; all are queued or none is. Returns the ids in
+        the order of ``calls``."""
+        requests = [
+            _task_request(c.name, c.args, c.kwargs, c.priority, c.timeout, None, None)
+            for c in calls
+        ]
+        if not requests:
+            return []
+        ids = [request.task_id for request in requests]
+        self._expected.update(ids)
+        try:
+            accepted = await self._request(
+                lambda rid: m.SubmitBatch(request_id=rid, tasks=requests), m.Accepted
+            )
+        except BaseException:
+            self._expected.difference_update(ids)
+            raise
+        return list(accepted.task_ids)
+
+    async def run(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        priority: TaskPriority | str | None = None,
+        timeout: float | None = None,
+        wait: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Submit a task and wait for its value; ``wait`` bounds the wait (None: wait as
+        long as it runs)."""
+        task_id = await self.delay(name, *args, priority=priority, timeout=timeout, **kwargs)
+        return await self.result(task_id, timeout=wait)
+
+    # --- results --------------------------------------------------------------------------
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for a task's return value. The control plane pushes it; nothing polls.
+
+        Raises:
+            TaskFailedError: the task raised (remote type, message and traceback attached).
+            TaskTimeoutError, WorkerLostError, TaskCancelledError: how else it ended.
+            ResultTimeoutError: ``timeout`` seconds passed first; the task goes on.
+            TaskNotFoundError: the control plane does not know the id.
+        """
+        return (await self.wait(task_id, timeout=timeout)).get()
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskResult:
+        """Like :meth:`result` but returns the :class:`TaskResult` instead of raising the
+        task's error."""
+        cached = self._results.get(task_id)
+        if cached is not None:
+            return cached
+        future: asyncio.Future[TaskResult] = self._running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(future)
+        try:
+            if task_id not in self._expected:
+                await self._watch([task_id])
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            raise ResultTimeoutError(
+                f"task {task_id} did not finish within {timeout} s; it goes on running"
+            ) from None
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    def on_complete(self, task_id: str, callback: CompletionCallback) -> None:
+        """Call ``callback`` here when the task finishes (at once if it has)."""
+        cached = self._results.get(task_id)
+        if cached is not None:
+            self._run_callback(callback, cached)
+            return
+        self._callbacks.setdefault(task_id, []).append(callback)
+        if task_id not in self._expected:
+            self._running_loop().create_task(self._watch_quietly(task_id))
+
+    async def _watch(self, task_ids: list[str]) -> None:
+        watching = await self._request(
+            lambda rid: m.WatchResults(request_id=rid, task_ids=task_ids), m.Watching
+        )
+        self._expected.update(set(task_ids) - set(watching.unknown))
+        for unknown in watching.unknown:
+            self._finish(
+                unknown,
+                TaskResult(
+                    task_id=unknown,
+                    status=m.TaskStatus.FAILED,
+                    error=TaskNotFoundError(f"the control plane knows no task {unknown}"),
+                ),
+            )
+
+    async def _watch_quietly(self, task_id: str) -> None:
+        try:
+            await self._watch([task_id])
+        except FastworkerError as exc:
+            log.warning("cannot watch task %s for its callback: %s", task_id, exc)
+
+    # --- queries --------------------------------------------------------------------------
+
+    async def cancel(self, *task_ids: str) -> m.CancelReply:
+        """Cancel queued tasks: they never run and their waiters get TaskCancelledError.
+        Tasks already running or finished are listed in ``not_cancelled``."""
+        return await self._request(
+            lambda rid: m.CancelTasks(request_id=rid, task_ids=list(task_ids)), m.CancelReply
+        )
+
+    async def status(self, task_id: str, *, include_payloads: bool = False) -> m.TaskInfo:
+        """The control plane's record of one task.
+
+        Raises:
+            TaskNotFoundError: never submitted, or forgotten.
+        """
+        reply = await self._request(
+            lambda rid: m.StatusQuery(
+                request_id=rid, task_ids=[task_id], include_payloads=include_payloads
+            ),
+            m.StatusReply,
+        )
+        if not reply.tasks:
+            raise TaskNotFoundError(f"the control plane knows no task {task_id}")
+        return reply.tasks[0]
+
+    async def overview(self) -> m.Overview:
+        """Queue depth per priority, subworkers, registered tasks and counters."""
+        return await self._request(lambda rid: m.OverviewQuery(request_id=rid), m.Overview)
+
+    async def history(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        status: m.TaskStatus | None = None,
+        priority: TaskPriority | str | None = None,
+        name: str | None = None,
+    ) -> m.HistoryReply:
+        """A page of recent tasks, newest first, optionally filtered."""
+        level = None if priority is None else TaskPriority.parse(priority)
+        return await self._request(
+            lambda rid: m.HistoryQuery(
+                request_id=rid, offset=offset, limit=limit, status=status, priority=level, name=name
+            ),
+            m.HistoryReply,
+        )
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._dialer is None or self._loop is None:
+            raise NotConnectedError("the client is not started; use `async with Client()`")
+        return self._loop
+
+    async def _request(
+        self,
+        build: Callable[[int], m.Message],
+        expected: type[_Reply],
+        *,
+        timeout: float | None = None,
+    ) -> _Reply:
+        loop = self._running_loop()
+        assert self._dialer is not None
+        request_id = next(self._request_ids)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._requests[request_id] = (expected, future)
+        bound = self.request_timeout if timeout is None else timeout
+        try:
+            self._dialer.outbox.put(build(request_id))
+            return await asyncio.wait_for(future, bound)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"the control plane at {self.address} did not answer within {bound} s"
+            ) from None
+        finally:
+            self._requests.pop(request_id, None)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if self._dialer is None:
+            return
+        for data in frames:
+            try:
+                frame = self._dialer.outbox.receive(data)
+            except ProtocolError as exc:
+                log.error("dropping a frame from the control plane at %s: %s", self.address, exc)
+                self._fail_requests(exc)
+                continue
+            for message in frame.messages:
+                self._on_message(message)
+
+    def _on_message(self, message: m.Message) -> None:
+        if isinstance(message, m.Results):
+            for outcome in message.outcomes:
+                self._finish(outcome.task_id, TaskResult.from_outcome(outcome))
+            return
+        if isinstance(message, m.ErrorReply) and message.request_id is None:
+            # The control plane could not read a frame of ours, so it cannot say which
+            # request failed: fail them all rather than let them run into the timeout.
+            self._fail_requests(error_from_code(message.error.code, message.error.message))
+            return
+        request_id = getattr(message, "request_id", None)
+        if request_id is None:
+            return  # heartbeats and goodbyes need no answer from a client
+        pending = self._requests.get(request_id)
+        if pending is None:
+            log.debug("reply to a request no longer waited for: %r", message)
+            return
+        expected, future = pending
+        if future.done():
+            return
+        if isinstance(message, m.ErrorReply):
+            future.set_exception(error_from_code(message.error.code, message.error.message))
+        elif isinstance(message, expected):
+            future.set_result(message)
+        else:
+            future.set_exception(
+                UnexpectedReplyError(
+                    f"request {request_id} expected {expected.__name__}, "
+                    f"got {type(message).__name__}"
+                )
+            )
+
+    def _finish(self, task_id: str, result: TaskResult) -> None:
+        self._expected.discard(task_id)
+        self._results[task_id] = result
+        self._results.move_to_end(task_id)
+        while len(self._results) > self._result_cache_size:
+            self._results.popitem(last=False)
+        for future in self._waiters.pop(task_id, []):
+            if not future.done():
+                future.set_result(result)
+        for callback in self._callbacks.pop(task_id, []):
+            self._run_callback(callback, result)
+
+    def _run_callback(self, callback: CompletionCallback, result: TaskResult) -> None:
+        try:
+            outcome = callback(result)
+        except Exception:
+            log.exception("completion callback for task %s raised", result.task_id)
+            return
+        if inspect.isawaitable(outcome):
+            task = self._running_loop().create_task(_await_callback(outcome, result.task_id))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
+
+    def _move_callbacks(self, old: str, new: str) -> None:
+        moved = self._callbacks.pop(old, [])
+        if moved:
+            self._callbacks.setdefault(new, []).extend(moved)
+
+    def _on_connect(self) -> None:
+        if self._expected and self._dialer is not None:
+            # A control plane that came back may still know these tasks; ask again so no
+            # caller waits on a push that will never come.
+            self._running_loop().create_task(self._rewatch(sorted(self._expected)))
+
+    async def _rewatch(self, task_ids: list[str]) -> None:
+        try:
+            await self._watch(task_ids)
+        except FastworkerError as exc:
+            log.warning("could not re-watch %d tasks after reconnecting: %s", len(task_ids), exc)
+
+    def _on_disconnect(self) -> None:
+        if self._dialer is not None:
+            self._fail_requests(closed_error(self.address))
+
+    def _fail_requests(self, error: FastworkerError) -> None:
+        for _expected, future in self._requests.values():
+            if not future.done():
+                future.set_exception(error)
+
+    def _fail_everything(self, error: FastworkerError) -> None:
+        self._fail_requests(error)
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(error)
+        self._waiters.clear()
+        self._expected.clear()
+        self._callbacks.clear()
+
+
+async def _await_callback(awaitable: Awaitable[None], task_id: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("completion callback for task %s raised", task_id)
+
+
+def _task_request(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    priority: TaskPriority | str | None,
+    timeout: float | None,
+    task_id: str | None,
+    idempotency_key: str | None,
+) -> m.TaskRequest:
+    # Checked here because the control plane refuses a whole frame that breaks the
+    # schema's bounds, and would not know which request of the frame to answer.
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError(f"timeout must be positive, got {timeout}")
+    if not 0 < len(name) <= _MAX_NAME:
+        raise ConfigurationError(f"task name must be 1 to {_MAX_NAME} characters, got {name!r}")
+    if task_id is not None and not 0 < len(task_id) <= _MAX_ID:
+        raise ConfigurationError(f"task id must be 1 to {_MAX_ID} characters")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_NAME:
+        raise ConfigurationError(f"idempotency key must be 1 to {_MAX_NAME} characters")
+    return m.TaskRequest(
+        name=name,
+        args=encode_value(list(args)),
+        kwargs=encode_value(dict(kwargs)),
+        priority=TaskPriority.NORMAL if priority is None else TaskPriority.parse(priority),
+        task_id=task_id or uuid.uuid4().hex,
+        timeout=timeout,
+        idempotency_key=idempotency_key,
+    )

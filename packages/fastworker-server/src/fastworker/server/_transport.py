@@ -1,0 +1,136 @@
+# pynng ships no type information; this module is the typed boundary around it.
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownArgumentType=false, reportUnknownLambdaType=false
+# pyright: reportUnknownVariableType=false
+"""The control plane's listening socket: the one module of the server that imports pynng.
+
+One NNG pair1 socket in polyamorous mode takes every client and subworker connection;
+each connection is an NNG pipe, and replies go back on the pipe the request came on.
+Receiving and batching reuse the client's transport (a receiver thread, one frame per
+peer per turn of the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import pynng
+
+from fastworker.client._transport import (
+    FLOW_WINDOW,
+    SOCKET_RECV_LIMIT,
+    Outbox,
+    ReceivePump,
+    check_address,
+)
+from fastworker.protocol import ConfigurationError, TransportError
+
+__all__ = ["Listener", "Peer"]
+
+_BUFFER_FRAMES = 1024
+
+
+class Peer:
+    """One connection to the control plane: a client or a subworker."""
+
+    def __init__(
+        self, pipe: pynng.Pipe, loop: asyncio.AbstractEventLoop, on_stuck: Callable[[Peer], None]
+    ) -> None:
+        self.id: int = pipe.id
+        self._pipe = pipe
+        try:
+            self.address = str(pipe.remote_address)
+        except pynng.NNGException:
+            self.address = "unknown"
+        self.outbox = Outbox(self, loop, lambda _exc: on_stuck(self), window=FLOW_WINDOW)
+
+    # The Outbox's sender interface, addressed to this pipe only.
+    def send(self, data: bytes, block: bool = True) -> None:
+        self._pipe.socket.send_msg(pynng.Message(data, self._pipe), block=block)
+
+    async def asend(self, data: bytes) -> None:
+        await self._pipe.asend(data)
+
+    def close(self) -> None:
+        """Drop the connection (the peer redials if it wants to)."""
+        self.outbox.close()
+        with contextlib.suppress(pynng.NNGException):
+            self._pipe.close()
+
+
+class Listener:
+    """The control plane's socket. Calls back on the event loop thread."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        on_frames: Callable[[list[tuple[Peer, bytes]]], None],
+        on_disconnect: Callable[[Peer], None],
+    ) -> None:
+        self.address = check_address(address)
+        self._loop = loop
+        self._on_frames = on_frames
+        self._on_disconnect = on_disconnect
+        self.peers: dict[int, Peer] = {}
+        with warnings.catch_warnings():
+            # NNG marks polyamorous pair1 as deprecated; it is still the one pattern that
+            # gives a server per-connection replies and pushes on a single socket.
+            warnings.simplefilter("ignore")
+            self._socket = pynng.Pair1(
+                polyamorous=True,
+                recv_max_size=SOCKET_RECV_LIMIT,
+                send_buffer_size=_BUFFER_FRAMES,
+                recv_buffer_size=_BUFFER_FRAMES,
+            )
+        self._socket.add_post_pipe_remove_cb(self._pipe_removed)
+        self._pump = ReceivePump(
+            self._socket, loop, self._frames_arrived, "fastworker-control-plane"
+        )
+
+    def open(self) -> None:
+        """Start listening. Raises ConfigurationError if the address cannot be bound."""
+        try:
+            self._socket.listen(self.address)
+        except pynng.AddressInUse as exc:
+            raise ConfigurationError(f"{self.address} is already in use: {exc}") from exc
+        except pynng.NNGException as exc:
+            raise ConfigurationError(f"cannot listen on {self.address}: {exc}") from exc
+        self._pump.start()
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        for peer in list(self.peers.values()):
+            peer.outbox.close()
+        with contextlib.suppress(pynng.NNGException):
+            self._socket.close()
+        self._pump.join(timeout=2.0)
+
+    def _peer(self, pipe: object) -> Peer:
+        if not isinstance(pipe, pynng.Pipe):
+            raise TransportError("a frame arrived without its connection")
+        peer = self.peers.get(pipe.id)
+        if peer is None:
+            peer = self.peers[pipe.id] = Peer(pipe, self._loop, self._drop)
+        return peer
+
+    def _frames_arrived(self, frames: list[tuple[object, bytes]]) -> None:
+        self._on_frames([(self._peer(pipe), data) for pipe, data in frames])
+
+    def _drop(self, peer: Peer) -> None:
+        peer.close()
+
+    def _pipe_removed(self, pipe: pynng.Pipe) -> None:
+        # Runs on an NNG thread.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._forget, pipe.id)
+
+    def _forget(self, pipe_id: int) -> None:
+        peer = self.peers.pop(pipe_id, None)
+        if peer is not None:
+            peer.outbox.close()
+            self._on_disconnect(peer)

@@ -1,0 +1,106 @@
+"""Real processes for the cross-package tests: control planes and subworkers started
+with the ``fastworker`` command line on loopback or ipc addresses, ended by their PID."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fastworker.client import Client
+
+TESTS_DIR = Path(__file__).parent
+START_TIMEOUT = 20.0
+
+
+class Processes:
+    """Starts fastworker processes and ends each one it started."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._count = 0
+
+    def address(self) -> str:
+        self._count += 1
+        return f"ipc://{self.tmp_path}/cp-{self._count}.sock"
+
+    def fastworker(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with (self.tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [sys.executable, "-m", "fastworker.server.cli", *args],
+                cwd=TESTS_DIR,  # task modules import from the current directory
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.started.append(process)
+        return process
+
+    def control_plane(self, address: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self.fastworker(
+            "control-plane",
+            "--task-modules",
+            "fw_tasks",
+            "--address",
+            address,
+            *extra,
+            name="control-plane",
+        )
+
+    def subworker(self, address: str, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self.fastworker(
+            "subworker",
+            "--worker-id",
+            worker_id,
+            "--control-plane-address",
+            address,
+            "--task-modules",
+            "fw_tasks",
+            *extra,
+            name=f"subworker-{worker_id}",
+        )
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+        for process in self.started:
+            process.wait(timeout=10)
+
+
+async def connect(address: str, *, timeout: float = START_TIMEOUT) -> Client:
+    """A started client of the control plane at ``address``, once it answers."""
+    client = Client(address, request_timeout=2.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.start()
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def wait_for_workers(client: Client, count: int, *, timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``count`` subworkers are connected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        overview = await client.overview()
+        connected = [
+            w for w in overview.workers if w.state.value == "connected" and w.address != "local"
+        ]
+        if len(connected) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(connected)} of {count} subworkers connected")
+        await asyncio.sleep(0.05)
