@@ -29,8 +29,10 @@ class Processes:
         self._count += 1
         return f"ipc://{self.tmp_path}/cp-{self._count}.sock"
 
-    def fastworker(self, *args: str, name: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def fastworker(
+        self, *args: str, name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with (self.tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
             process = subprocess.Popen(
                 [sys.executable, "-m", "fastworker.server.cli", *args],
@@ -53,7 +55,9 @@ class Processes:
             name="control-plane",
         )
 
-    def subworker(self, address: str, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
+    def subworker(
+        self, address: str, worker_id: str, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.fastworker(
             "subworker",
             "--worker-id",
@@ -64,6 +68,7 @@ class Processes:
             "fw_tasks",
             *extra,
             name=f"subworker-{worker_id}",
+            env=env,
         )
 
     def log(self, name: str) -> str:

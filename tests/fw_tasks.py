@@ -57,3 +57,15 @@ async def too_slow() -> None:
 @task
 def unencodable() -> object:
     return object()
+
+
+@task
+def lag() -> str:
+    """Slow on a subworker started with FW_SLOW=1, quick elsewhere; returns the worker pid."""
+    time.sleep(0.2 if os.environ.get("FW_SLOW") == "1" else 0.01)
+    return f"{os.getpid()}"
+
+
+@task
+def echo(value: object) -> object:
+    return value

@@ -21,8 +21,10 @@ from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
     ENV_PREFIX,
+    MAX_PAYLOAD_BYTES,
     ConfigurationError,
     FastworkerError,
+    FrameTooLargeError,
     NotConnectedError,
     ProtocolError,
     RequestTimeoutError,
@@ -48,7 +50,6 @@ CompletionCallback = Callable[[TaskResult], "Awaitable[None] | None"]
 """Called in the client with the finished task; may be sync or async."""
 
 _Reply = TypeVar("_Reply", bound=m.Message)
-_HANDSHAKE_TIMEOUT: Final = DEFAULT_REQUEST_TIMEOUT
 _MAX_NAME: Final = 256
 _MAX_ID: Final = 128
 
@@ -129,7 +130,6 @@ class Client:
                     request_id=rid, client_name=self.name, library_version=__version__
                 ),
                 m.Welcome,
-                timeout=_HANDSHAKE_TIMEOUT,
             )
         except BaseException:
             await self.stop()
@@ -518,10 +518,18 @@ def _task_request(
         raise ConfigurationError(f"task id must be 1 to {_MAX_ID} characters")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_NAME:
         raise ConfigurationError(f"idempotency key must be 1 to {_MAX_NAME} characters")
+    encoded_args = encode_value(list(args))
+    encoded_kwargs = encode_value(dict(kwargs))
+    size = len(encoded_args) + len(encoded_kwargs)
+    if size > MAX_PAYLOAD_BYTES:
+        raise FrameTooLargeError(
+            f"arguments of task {name!r} take {size} bytes encoded; the limit is "
+            f"{MAX_PAYLOAD_BYTES}. Pass a reference (a key, a URL) instead of the data."
+        )
     return m.TaskRequest(
         name=name,
-        args=encode_value(list(args)),
-        kwargs=encode_value(dict(kwargs)),
+        args=encoded_args,
+        kwargs=encoded_kwargs,
         priority=TaskPriority.NORMAL if priority is None else TaskPriority.parse(priority),
         task_id=task_id or uuid.uuid4().hex,
         timeout=timeout,

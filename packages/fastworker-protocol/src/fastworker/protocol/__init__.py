@@ -23,6 +23,7 @@ from .constants import (
     ENV_PREFIX,
     MAX_FRAME_BYTES,
     MAX_MESSAGES_PER_FRAME,
+    MAX_PAYLOAD_BYTES,
 )
 from .errors import (
     ConfigurationError,
@@ -69,6 +70,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_FRAME_BYTES",
     "MAX_MESSAGES_PER_FRAME",
+    "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
     "ConfigurationError",
     "ConnectionClosedError",

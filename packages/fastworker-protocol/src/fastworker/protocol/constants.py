@@ -21,6 +21,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_FRAME_BYTES",
     "MAX_MESSAGES_PER_FRAME",
+    "MAX_PAYLOAD_BYTES",
 ]
 
 ENV_PREFIX: Final = "FASTWORKER_"
@@ -34,6 +35,10 @@ DEFAULT_DASHBOARD_PORT: Final = 8080
 
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 """Largest frame any socket accepts; larger ones are refused before decoding."""
+
+MAX_PAYLOAD_BYTES: Final = MAX_FRAME_BYTES - 64 * 1024
+"""Largest encoded arguments (or result) of one task: one task must fit in one frame
+with room for its envelope."""
 
 MAX_MESSAGES_PER_FRAME: Final = 4096
 """Senders split larger batches; receivers refuse frames holding more."""

@@ -172,6 +172,8 @@ class ControlPlane:
         self._idempotency: dict[str, str] = {}
         self._workers: dict[str, _Worker] = {}
         self._worker_by_peer: dict[int, _Worker] = {}
+        self._parked: dict[str, dict[str, _Task]] = {}
+        """Queued tasks no connected subworker can run, by task name, in queue order."""
         self._lost_workers: collections.deque[_Worker] = collections.deque(maxlen=32)
         self._rr = itertools.count()
         self._counters = m.Counters()
@@ -305,7 +307,7 @@ class ControlPlane:
     def _submit(self, peer: Peer, requests: list[m.TaskRequest]) -> list[str]:
         # Check everything first: a batch is accepted whole or refused whole.
         fresh = [r for r in requests if r.idempotency_key not in self._idempotency]
-        if len(fresh) > self._queue.room():
+        if len(fresh) > self._queue.room() - self._parked_count():
             raise QueueFullError(
                 f"the queue holds {len(self._queue)} of at most {self._queue.limit} tasks; "
                 "retry later"
@@ -382,16 +384,10 @@ class ControlPlane:
             worker = self._pick_worker(task.name)
             if worker is None:
                 if not self._anyone_can_run(task.name):
+                    # Nobody connected can run it: set it aside until a subworker that
+                    # can joins, rather than let it block every task behind it.
                     self._queue.pop()
-                    self._finish(
-                        task,
-                        _failed_outcome(
-                            task,
-                            UnknownTaskError(
-                                f"no connected subworker has a task named {task.name!r}"
-                            ),
-                        ),
-                    )
+                    self._parked.setdefault(task.name, {})[task.task_id] = task
                     continue
                 return self._send_batches(batches)  # strict priority: wait for a slot
             self._queue.pop()
@@ -439,6 +435,24 @@ class ControlPlane:
         if best is not None:
             best.order = next(self._rr)  # goes to the back of the tie-break line
         return best
+
+    def _parked_count(self) -> int:
+        return sum(len(tasks) for tasks in self._parked.values())
+
+    def _unpark(self, names: Iterable[str]) -> None:
+        """Queue again the parked tasks a newly joined subworker can run. They go to the
+        front of their level, in their original order: they were in line first."""
+        for name in names:
+            for task in reversed(list(self._parked.pop(name, {}).values())):
+                self._queue.push(task.task_id, task.priority, task, front=True)
+
+    def _queue_depth(self) -> m.QueueDepth:
+        depth = self._queue.depth()
+        for tasks in self._parked.values():
+            for task in tasks.values():
+                level = task.priority.name.lower()
+                setattr(depth, level, getattr(depth, level) + 1)
+        return depth
 
     def _anyone_can_run(self, name: str) -> bool:
         return any(name in worker.task_names for worker in self._candidates())
@@ -538,7 +552,10 @@ class ControlPlane:
         reply = m.CancelReply(request_id=request_id)
         for task_id in task_ids:
             task = self._active.get(task_id)
-            if task is not None and self._queue.remove(task_id) is not None:
+            parked = self._parked.get(task.name, {}) if task is not None else {}
+            if task is not None and (
+                self._queue.remove(task_id) is not None or parked.pop(task_id, None) is not None
+            ):
                 outcome = m.TaskOutcome(
                     task_id=task_id,
                     status=TaskStatus.CANCELLED,
@@ -578,7 +595,7 @@ class ControlPlane:
             request_id=request_id,
             control_plane_id=self.id,
             started_at=self.started_at,
-            queue_depth=self._queue.depth(),
+            queue_depth=self._queue_depth(),
             counters=msgspec.structs.replace(self._counters),
             workers=workers,
             task_names=self._known_task_names(),
@@ -639,6 +656,7 @@ class ControlPlane:
             peer.address,
             worker.slots,
         )
+        self._unpark(worker.task_names)
 
     def _on_disconnect(self, peer: Peer) -> None:
         worker = self._worker_by_peer.get(peer.id)

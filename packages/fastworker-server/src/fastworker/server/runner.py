@@ -19,7 +19,9 @@ from typing import Any, cast
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
+    MAX_PAYLOAD_BYTES,
     FastworkerError,
+    FrameTooLargeError,
     InvalidArgumentsError,
     TaskFailedError,
     TaskStatus,
@@ -55,6 +57,11 @@ class TaskRunner:
         try:
             value = await self._call(assignment)
             encoded = encode_value(value)
+            if len(encoded) > MAX_PAYLOAD_BYTES:
+                raise FrameTooLargeError(
+                    f"the result of task {assignment.name!r} takes {len(encoded)} bytes "
+                    f"encoded; the limit is {MAX_PAYLOAD_BYTES}"
+                )
         except FastworkerError as exc:
             return self._failed(assignment, started, _error_info(exc))
         except Exception as exc:

@@ -1,0 +1,189 @@
+"""Dispatch fairness, cancellation, idempotency, parking and limits, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import pytest
+from msgspec import Raw
+
+from fastworker.client import (
+    Client,
+    FastworkerError,
+    QueueFullError,
+    RequestTimeoutError,
+    TaskCall,
+    TaskCancelledError,
+    TaskNotFoundError,
+)
+from fastworker.protocol import (
+    MAX_FRAME_BYTES,
+    FrameTooLargeError,
+    decode_frame,
+    encode_frame,
+)
+from fastworker.protocol import messages as m
+from fw_processes import Processes, connect, wait_for_workers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _plane_with_workers(
+    processes: Processes, *workers: str, concurrency: int = 1, extra: tuple[str, ...] = ()
+) -> tuple[str, Client]:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution", *extra)
+    client = await connect(address)
+    for worker_id in workers:
+        processes.subworker(address, worker_id, "--concurrency", str(concurrency))
+    await wait_for_workers(client, len(workers))
+    return address, client
+
+
+async def test_ties_between_idle_subworkers_rotate(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "a", "b", "c")
+    try:
+        ran_on = [await client.run("where", wait=10) for _ in range(9)]
+        # Each round of three sequential tasks visits every subworker once.
+        for start in range(0, 9, 3):
+            assert len(set(ran_on[start : start + 3])) == 3, ran_on
+    finally:
+        await client.stop()
+
+
+async def test_a_slow_subworker_gets_fewer_tasks(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        slow = processes.subworker(address, "slow", env={"FW_SLOW": "1"})
+        fast = processes.subworker(address, "fast")
+        await wait_for_workers(client, 2)
+        ids = await client.delay_many([TaskCall("lag") for _ in range(40)])
+        pids = await asyncio.gather(*(client.result(t, timeout=60) for t in ids))
+        counts = collections.Counter(pids)
+        assert counts[str(fast.pid)] > 2 * counts[str(slow.pid)], counts
+    finally:
+        await client.stop()
+
+
+async def test_a_queued_task_can_be_cancelled_and_its_waiter_is_told(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "busy")
+    try:
+        running = await client.delay("block", 1.0)
+        queued = await client.delay("nap", 0.1)
+        await asyncio.sleep(0.2)
+        reply = await client.cancel(queued, running, "no-such-task")
+        assert reply.cancelled == [queued]
+        assert reply.not_cancelled == [running]
+        assert reply.unknown == ["no-such-task"]
+        with pytest.raises(TaskCancelledError):
+            await client.result(queued, timeout=10)
+        assert (await client.status(queued)).status is m.TaskStatus.CANCELLED
+        assert await client.result(running, timeout=10) == 1.0
+    finally:
+        await client.stop()
+
+
+async def test_an_idempotency_key_returns_the_first_task(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    try:
+        first = await client.delay("echo", "once", idempotency_key="order-42")
+        second = await client.delay("echo", "twice", idempotency_key="order-42")
+        assert first == second
+        assert await client.result(second, timeout=10) == "once"
+        history = await client.history(name="echo")
+        assert history.total == 1
+    finally:
+        await client.stop()
+
+
+async def test_tasks_wait_for_a_subworker_when_none_is_connected(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        ids = await client.delay_many([TaskCall("add", (i, 1)) for i in range(5)])
+        overview = await client.overview()
+        assert overview.queue_depth.normal == 5
+        processes.subworker(address, "late")
+        results = await asyncio.gather(*(client.result(t, timeout=30) for t in ids))
+        assert results == [1, 2, 3, 4, 5]
+    finally:
+        await client.stop()
+
+
+async def test_a_full_queue_refuses_new_tasks_and_keeps_the_accepted(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution", "--max-queued-tasks", "3")
+    client = await connect(address)
+    try:
+        accepted = await client.delay_many([TaskCall("add", (i, 0)) for i in range(3)])
+        with pytest.raises(QueueFullError):
+            await client.delay("add", 9, 9)
+        with pytest.raises(QueueFullError):  # a batch is refused whole
+            await client.delay_many([TaskCall("add", (1, 1))])
+        processes.subworker(address, "drain")
+        assert await asyncio.gather(*(client.result(t, timeout=30) for t in accepted)) == [0, 1, 2]
+    finally:
+        await client.stop()
+
+
+async def test_unknown_task_ids_get_task_not_found(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    try:
+        with pytest.raises(TaskNotFoundError):
+            await client.result("never-submitted", timeout=10)
+        with pytest.raises(TaskNotFoundError):
+            await client.status("never-submitted")
+    finally:
+        await client.stop()
+
+
+async def test_oversized_arguments_are_refused_before_sending(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    try:
+        with pytest.raises(FrameTooLargeError, match="Pass a reference"):
+            await client.delay("echo", b"x" * MAX_FRAME_BYTES)
+        assert await client.run("echo", "still serving", wait=10) == "still serving"
+    finally:
+        await client.stop()
+
+
+async def test_an_oversized_frame_gets_a_typed_refusal(processes: Processes) -> None:
+    import pynng  # pyright: ignore[reportMissingTypeStubs]
+
+    address, client = await _plane_with_workers(processes, "one")
+    try:
+        big = Raw(b"\xc6" + (MAX_FRAME_BYTES).to_bytes(4, "big") + b"\x00" * MAX_FRAME_BYTES)
+        frame = encode_frame(
+            [m.SubmitTask(request_id=1, task=m.TaskRequest(name="echo", args=big))]
+        )
+        with pynng.Pair1(dial=address, recv_timeout=10_000) as raw:
+            raw.send(frame)  # pyright: ignore[reportUnknownMemberType]
+            reply = decode_frame(raw.recv())  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+        (error,) = reply.messages
+        assert isinstance(error, m.ErrorReply)
+        assert error.error.code == "frame_too_large"
+        assert await client.run("echo", 1, wait=10) == 1
+    finally:
+        await client.stop()
+
+
+async def test_starting_a_client_with_no_control_plane_fails_within_its_bound(
+    processes: Processes,
+) -> None:
+    client = Client(processes.address(), request_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(RequestTimeoutError):
+        await client.start()
+    assert time.monotonic() - started < 5
+
+
+async def test_calls_after_stop_fail_clearly(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    await client.stop()
+    with pytest.raises(FastworkerError, match="not started"):
+        await client.delay("add", 1, 2)
