@@ -309,3 +309,29 @@ def test_the_cli_runs_across_tcp_addresses_as_on_two_hosts(processes: Processes)
         time.sleep(0.2)
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.strip() == "42"
+
+
+async def test_sigterm_hands_back_a_long_task_which_finishes_elsewhere(
+    processes: Processes,
+) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        leaving = processes.subworker(address, "leaving", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        task_id = await client.delay("block", 6.0)
+        await asyncio.sleep(0.3)
+        assert (await client.status(task_id)).worker_id == "leaving"
+        processes.subworker(address, "staying", "--concurrency", "1")
+        await wait_for_workers(client, 2)
+        leaving.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert await asyncio.to_thread(leaving.wait, 10) == 0
+        assert time.monotonic() - started < 5.0
+        assert await client.result(task_id, timeout=30) == 6.0
+        info = await client.status(task_id)
+        assert info.worker_id == "staying"
+        assert info.attempts == 2  # dispatched to the leaving worker, then to the staying one
+    finally:
+        await client.stop()

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from fastworker.client import Client
 from fastworker.client.tasks import TaskRegistry, default_registry
@@ -261,17 +261,34 @@ def _load_tasks(modules: Sequence[str]) -> TaskRegistry:
     return default_registry
 
 
-async def _serve_until_signalled(
-    start: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], Coroutine[Any, Any, None]]
-) -> None:
+class _Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def threads_busy(self) -> int: ...
+
+
+async def _serve_until_signalled(service: _Service) -> int:
+    """Run until SIGTERM or SIGINT, stop, and return the exit code.
+
+    A sync task still running in a thread cannot be interrupted. Its work was handed back
+    (subworker) or goes with the in-memory queue (control plane), so the process exits
+    without waiting for the thread."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    await start()
+    await service.start()
     await stopping.wait()
     log.info("stopping")
-    await stop()
+    await service.stop()
+    if service.threads_busy:
+        log.warning("exiting with %d sync tasks still running in threads", service.threads_busy)
+        logging.shutdown()
+        os._exit(EXIT_OK)  # skip the interpreter's join of the pool threads
+    return EXIT_OK
 
 
 async def _control_plane(options: argparse.Namespace) -> int:
@@ -289,8 +306,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
     )
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
-    await _serve_until_signalled(plane.start, plane.stop)
-    return EXIT_OK
+    return await _serve_until_signalled(plane)
 
 
 async def _subworker(options: argparse.Namespace) -> int:
@@ -310,8 +326,7 @@ async def _subworker(options: argparse.Namespace) -> int:
         ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    await _serve_until_signalled(worker.start, worker.stop)
-    return EXIT_OK
+    return await _serve_until_signalled(worker)
 
 
 def _json_arg(text: str) -> Any:

@@ -234,6 +234,11 @@ class ControlPlane:
             self._runner.close()
         self.closed.set()
 
+    @property
+    def threads_busy(self) -> int:
+        """Local sync tasks still running in threads after stop()."""
+        return 0 if self._runner is None else self._runner.threads_busy
+
     # --- frames in ----------------------------------------------------------------------
 
     def _on_frames(self, frames: list[tuple[Peer, bytes]]) -> None:

@@ -46,6 +46,14 @@ class TaskRunner:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix=f"fastworker-{worker_id}"
         )
+        # The pool's own futures: they finish when the thread does, unlike the asyncio
+        # wrappers, which finish as soon as the caller stops waiting.
+        self._in_threads: set[concurrent.futures.Future[Any]] = set()
+
+    @property
+    def threads_busy(self) -> int:
+        """Sync tasks still running in threads, including ones whose caller gave up."""
+        return len(self._in_threads)
 
     def close(self) -> None:
         """Stop the thread pool; running sync tasks finish in their threads."""
@@ -90,7 +98,10 @@ class TaskRunner:
             call = cast("Awaitable[Any]", task.fn(*args, **kwargs))  # pyright: ignore[reportUnknownArgumentType]
         else:
             function = functools.partial(task.fn, *args, **kwargs)  # pyright: ignore[reportUnknownArgumentType]
-            call = asyncio.get_running_loop().run_in_executor(self._pool, function)
+            in_thread = self._pool.submit(function)
+            self._in_threads.add(in_thread)
+            in_thread.add_done_callback(self._in_threads.discard)
+            call = asyncio.wrap_future(in_thread)
         try:
             return await asyncio.wait_for(call, limit)
         except asyncio.TimeoutError:

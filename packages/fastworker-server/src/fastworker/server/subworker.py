@@ -37,7 +37,7 @@ class SubworkerSettings:
     worker_id: str
     control_plane_address: str = DEFAULT_CONTROL_PLANE_ADDRESS
     concurrency: int = max(os.cpu_count() or 1, 1)
-    drain_timeout: float = 10.0
+    drain_timeout: float = 3.0
     """Seconds a stopping subworker lets running tasks finish before handing them back."""
 
 
@@ -107,6 +107,11 @@ class Subworker:
             await asyncio.sleep(0.05)
             dialer.close()
         self._runner.close()
+
+    @property
+    def threads_busy(self) -> int:
+        """Sync tasks still running in threads after stop(): Python cannot interrupt them."""
+        return self._runner.threads_busy
 
     def _hello(self) -> None:
         if self._dialer is None:
