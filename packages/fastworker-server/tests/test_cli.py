@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from fastworker.protocol import PROTOCOL_VERSION
 from fastworker.server import __version__
-from fastworker.server.cli import main
+from fastworker.server.cli import build_parser, main
 
 
 def test_version_names_package_and_protocol(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,3 +38,89 @@ def test_an_unknown_flag_exits_with_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--no-such-flag"])
     assert exit_info.value.code == 2
+
+
+def test_every_command_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("control-plane", "subworker", "submit", "status", "cancel", "list"):
+        assert command in out
+
+
+def test_flags_default_from_fastworker_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTWORKER_TASK_MODULES", "shop.tasks, billing")
+    monkeypatch.setenv("FASTWORKER_CONCURRENCY", "7")
+    monkeypatch.setenv("FASTWORKER_CONTROL_PLANE_ADDRESS", "tcp://10.0.0.5:5555")
+    options = build_parser().parse_args(["subworker", "--worker-id", "w1"])
+    assert options.task_modules == ["shop.tasks", "billing"]
+    assert options.concurrency == 7
+    assert options.control_plane_address == "tcp://10.0.0.5:5555"
+
+
+def test_a_flag_on_the_command_line_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTWORKER_CONCURRENCY", "7")
+    options = build_parser().parse_args(["subworker", "--worker-id", "w1", "--concurrency", "2"])
+    assert options.concurrency == 2
+
+
+def test_boolean_flags_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTWORKER_LOCAL_EXECUTION", "false")
+    assert build_parser().parse_args(["control-plane"]).local_execution is False
+    monkeypatch.setenv("FASTWORKER_LOCAL_EXECUTION", "yes")
+    assert build_parser().parse_args(["control-plane"]).local_execution is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FASTWORKER_CONCURRENCY", "lots"),
+        ("FASTWORKER_CONCURRENCY", "0"),
+        ("FASTWORKER_LOCAL_EXECUTION", "maybe"),
+    ],
+)
+def test_a_bad_environment_value_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    command = ["subworker", "--worker-id", "w"] if "CONCURRENCY" in variable else ["control-plane"]
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(command)
+    assert exit_info.value.code == 2
+    assert variable in capsys.readouterr().err
+
+
+def test_an_unknown_priority_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["submit", "add", "--priority", "urgent"])
+    assert exit_info.value.code == 2
+    assert "critical, high, normal, low" in capsys.readouterr().err
+
+
+def test_an_unreachable_control_plane_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["list", "--address", f"ipc://{tmp_path}/nobody.sock", "--request-timeout", "0.3"])
+    assert code == 3
+    assert "did not answer" in capsys.readouterr().err
+
+
+def test_a_task_module_that_cannot_be_imported_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        [
+            "control-plane",
+            "--task-modules",
+            "no_such_module_here",
+            "--address",
+            f"ipc://{tmp_path}/cp.sock",
+        ]
+    )
+    assert code == 2
+    assert "no_such_module_here" in capsys.readouterr().err
