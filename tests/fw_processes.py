@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from fastworker.client import Client
+from fastworker.protocol import AuthenticationError
 
 TESTS_DIR = Path(__file__).parent
 START_TIMEOUT = 20.0
@@ -82,14 +83,18 @@ class Processes:
             process.wait(timeout=10)
 
 
-async def connect(address: str, *, timeout: float = START_TIMEOUT) -> Client:
+async def connect(
+    address: str, *, timeout: float = START_TIMEOUT, auth_token: str | None = None
+) -> Client:
     """A started client of the control plane at ``address``, once it answers."""
-    client = Client(address, request_timeout=2.0)
+    client = Client(address, request_timeout=2.0, auth_token=auth_token)
     deadline = time.monotonic() + timeout
     while True:
         try:
             await client.start()
             return client
+        except AuthenticationError:
+            raise  # answered, and refused: waiting longer will not help
         except Exception:
             if time.monotonic() > deadline:
                 raise

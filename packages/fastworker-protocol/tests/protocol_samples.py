@@ -73,7 +73,9 @@ WORKER_INFO = m.WorkerInfo(
 )
 
 SAMPLES: dict[str, m.Message] = {
-    "hello": m.ClientHello(request_id=1, client_name="web-1:4242", library_version="0.1.0"),
+    "hello": m.ClientHello(
+        request_id=1, client_name="web-1:4242", library_version="0.1.0", auth_token="s3cret"
+    ),
     "submit": m.SubmitTask(request_id=2, task=REQUEST),
     "submit_batch": m.SubmitBatch(request_id=3, tasks=[REQUEST, m.TaskRequest(name="noop")]),
     "watch": m.WatchResults(request_id=4, task_ids=["a1", "a2"]),
@@ -123,6 +125,7 @@ SAMPLES: dict[str, m.Message] = {
         host="web-1",
         pid=4242,
         library_version="0.1.0",
+        auth_token="s3cret",
     ),
     "worker_welcome": m.WorkerWelcome(
         request_id=1, control_plane_id="cp-1", heartbeat_interval=1.0, lease_timeout=3.0

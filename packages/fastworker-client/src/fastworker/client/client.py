@@ -69,7 +69,8 @@ class Client:
     """An asyncio client of one control plane.
 
     ``address`` defaults to ``$FASTWORKER_ADDRESS``, then to the local default
-    (``tcp://127.0.0.1:5555``). Use it as ``async with Client() as client:`` or call
+    (``tcp://127.0.0.1:5555``); ``auth_token``, the control plane's shared secret if it
+    has one, to ``$FASTWORKER_AUTH_TOKEN``. Use it as ``async with Client() as client:`` or call
     :meth:`start` and :meth:`stop`. Every call has a bound: ``request_timeout`` seconds
     for the control plane to answer, and the ``timeout`` given to :meth:`result`.
     """
@@ -81,6 +82,7 @@ class Client:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
         name: str | None = None,
+        auth_token: str | None = None,
     ) -> None:
         self.address = (
             address or os.environ.get(f"{ENV_PREFIX}ADDRESS") or DEFAULT_CONTROL_PLANE_ADDRESS
@@ -89,6 +91,7 @@ class Client:
             raise ConfigurationError("request_timeout must be positive")
         self.request_timeout = request_timeout
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._auth_token = auth_token or os.environ.get(f"{ENV_PREFIX}AUTH_TOKEN") or ""
         self._result_cache_size = result_cache_size
         self._dialer: Dialer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +130,10 @@ class Client:
         try:
             welcome = await self._request(
                 lambda rid: m.ClientHello(
-                    request_id=rid, client_name=self.name, library_version=__version__
+                    request_id=rid,
+                    client_name=self.name,
+                    library_version=__version__,
+                    auth_token=self._auth_token,
                 ),
                 m.Welcome,
             )

@@ -26,6 +26,7 @@ from .constants import (
     MAX_PAYLOAD_BYTES,
 )
 from .errors import (
+    AuthenticationError,
     ConfigurationError,
     ConnectionClosedError,
     DuplicateWorkerError,
@@ -72,6 +73,7 @@ __all__ = [
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
+    "AuthenticationError",
     "ConfigurationError",
     "ConnectionClosedError",
     "DuplicateWorkerError",

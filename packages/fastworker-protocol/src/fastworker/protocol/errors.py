@@ -21,7 +21,8 @@ cross the wire are rebuilt as the same classes on the other side.
     │   ├── InvalidArgumentsError     arguments that do not fit the task's signature
     │   ├── TaskNotFoundError         no task with that id (never seen, or evicted)
     │   ├── QueueFullError            the queue is at its limit; retry later
-    │   └── DuplicateWorkerError      a subworker id that is already connected
+    │   ├── DuplicateWorkerError      a subworker id that is already connected
+    │   └── AuthenticationError       a missing or wrong shared secret
     ├── ResultTimeoutError            the caller stopped waiting first (also TimeoutError)
     └── TaskError                     a task ended without a value
         ├── TaskFailedError           the task raised; carries remote type, message, traceback
@@ -39,6 +40,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AuthenticationError",
     "ConfigurationError",
     "ConnectionClosedError",
     "DuplicateWorkerError",
@@ -187,6 +189,12 @@ class DuplicateWorkerError(RejectedError):
     """A subworker announced an id that another connected subworker already has."""
 
     code = "duplicate_worker"
+
+
+class AuthenticationError(RejectedError):
+    """The control plane requires a shared secret and the peer did not present it."""
+
+    code = "authentication"
 
 
 class ResultTimeoutError(FastworkerError, TimeoutError):

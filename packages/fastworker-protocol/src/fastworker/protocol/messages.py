@@ -76,6 +76,7 @@ PeerId = Annotated[str, Meta(min_length=1, max_length=128)]
 Text = Annotated[str, Meta(max_length=64 * 1024)]
 RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Seconds = Annotated[float, Meta(ge=0)]
+AuthToken = Annotated[str, Meta(max_length=1024)]
 Count = Annotated[int, Meta(ge=0)]
 IdList = Annotated[list[TaskId], Meta(max_length=MAX_MESSAGES_PER_FRAME * 4)]
 NameList = Annotated[list[TaskName], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
@@ -260,6 +261,8 @@ class ClientHello(_Message, tag="hello"):
     request_id: RequestId
     client_name: Annotated[str, Meta(max_length=256)] = ""
     library_version: Annotated[str, Meta(max_length=64)] = ""
+    auth_token: AuthToken = ""
+    """The control plane's shared secret, when it has one."""
 
 
 class SubmitTask(_Message, tag="submit"):
@@ -415,6 +418,8 @@ class WorkerHello(_Message, tag="worker_hello"):
     host: Annotated[str, Meta(max_length=256)] = ""
     pid: Count = 0
     library_version: Annotated[str, Meta(max_length=64)] = ""
+    auth_token: AuthToken = ""
+    """The control plane's shared secret, when it has one."""
 
 
 class WorkerWelcome(_Message, tag="worker_welcome"):

@@ -79,6 +79,13 @@ def _modules(text: str) -> list[str]:
     return [name for name in text.replace(",", " ").split() if name]
 
 
+def _add_auth_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--auth-token",
+        help="the control plane's shared secret; required when it listens beyond loopback",
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -100,6 +107,7 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_REQUEST_TIMEOUT,
         help="seconds to wait for the control plane to answer (default: %(default)s)",
     )
+    _add_auth_token(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=ControlPlaneSettings.max_attempts,
         help="dispatches of a task whose workers keep dying before it fails (default: %(default)s)",
     )
+    _add_auth_token(cp)
+    cp.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen beyond loopback without a shared secret (only on a network you trust)",
+    )
     _add_common(cp)
 
     sw = commands.add_parser(
@@ -187,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for compatibility and ignored: subworkers connect out to the control "
         "plane and listen on nothing",
     )
+    _add_auth_token(sw)
     _add_common(sw)
 
     submit = commands.add_parser("submit", help="submit a task")
@@ -270,7 +285,9 @@ class _Service(Protocol):
     def threads_busy(self) -> int: ...
 
 
-async def _serve_until_signalled(service: _Service) -> int:
+async def _serve_until_signalled(
+    service: _Service, refused: Callable[[], asyncio.Future[Any] | None] = lambda: None
+) -> int:
     """Run until SIGTERM or SIGINT, stop, and return the exit code.
 
     A sync task still running in a thread cannot be interrupted. Its work was handed back
@@ -281,9 +298,17 @@ async def _serve_until_signalled(service: _Service) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await service.start()
-    await stopping.wait()
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
+    refusal = refused()
+    if refusal is not None:
+        waits.add(refusal)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
     await service.stop()
+    if refusal is not None and refusal.done():
+        error = refusal.result()
+        print(f"fastworker: refused by the control plane: {error.message}", file=sys.stderr)
+        return EXIT_REFUSED
     if service.threads_busy:
         log.warning("exiting with %d sync tasks still running in threads", service.threads_busy)
         logging.shutdown()
@@ -303,6 +328,8 @@ async def _control_plane(options: argparse.Namespace) -> int:
         heartbeat_interval=options.heartbeat_interval,
         lease_timeout=options.lease_timeout,
         max_attempts=options.max_attempts,
+        auth_token=options.auth_token,
+        allow_unauthenticated=options.allow_unauthenticated,
     )
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
@@ -323,10 +350,17 @@ async def _subworker(options: argparse.Namespace) -> int:
             control_plane_address=options.control_plane_address,
             concurrency=options.concurrency,
             drain_timeout=options.drain_timeout,
+            auth_token=options.auth_token,
         ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(worker)
+    return await _serve_until_signalled(worker, lambda: worker.refused)
+
+
+def _client(options: argparse.Namespace) -> Client:
+    return Client(
+        options.address, request_timeout=options.request_timeout, auth_token=options.auth_token
+    )
 
 
 def _json_arg(text: str) -> Any:
@@ -340,7 +374,7 @@ async def _submit(options: argparse.Namespace) -> int:
     kwargs = json.loads(options.kwargs)
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--kwargs must be a JSON object")
-    async with Client(options.address, request_timeout=options.request_timeout) as client:
+    async with _client(options) as client:
         task_id = await client.delay(
             options.name,
             *[_json_arg(arg) for arg in options.args],
@@ -360,7 +394,7 @@ async def _submit(options: argparse.Namespace) -> int:
 
 
 async def _status(options: argparse.Namespace) -> int:
-    async with Client(options.address, request_timeout=options.request_timeout) as client:
+    async with _client(options) as client:
         info = await client.status(options.task_id)
     import msgspec
 
@@ -369,7 +403,7 @@ async def _status(options: argparse.Namespace) -> int:
 
 
 async def _cancel(options: argparse.Namespace) -> int:
-    async with Client(options.address, request_timeout=options.request_timeout) as client:
+    async with _client(options) as client:
         reply = await client.cancel(*options.task_ids)
     for task_id in reply.cancelled:
         print(f"{task_id} cancelled")
@@ -381,7 +415,7 @@ async def _cancel(options: argparse.Namespace) -> int:
 
 
 async def _list(options: argparse.Namespace) -> int:
-    async with Client(options.address, request_timeout=options.request_timeout) as client:
+    async with _client(options) as client:
         overview = await client.overview()
     print("tasks:")
     for name in overview.task_names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hmac
 import itertools
 import logging
 import os
@@ -30,6 +31,8 @@ from fastworker.protocol import (
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
+    AuthenticationError,
+    ConfigurationError,
     DuplicateWorkerError,
     FastworkerError,
     InvalidArgumentsError,
@@ -71,6 +74,10 @@ class ControlPlaneSettings:
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     max_attempts: int = 3
     """Dispatches of one task before a lost worker fails it with WorkerLostError."""
+    auth_token: str | None = None
+    """Shared secret every client and subworker must present in its hello."""
+    allow_unauthenticated: bool = False
+    """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,6 +179,7 @@ class ControlPlane:
         self._idempotency: dict[str, str] = {}
         self._workers: dict[str, _Worker] = {}
         self._worker_by_peer: dict[int, _Worker] = {}
+        self._authenticated: set[int] = set()
         self._parked: dict[str, dict[str, _Task]] = {}
         """Queued tasks no connected subworker can run, by task name, in queue order."""
         self._lost_workers: collections.deque[_Worker] = collections.deque(maxlen=32)
@@ -189,7 +197,13 @@ class ControlPlane:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the address and start serving."""
+        """Bind the address and start serving.
+
+        Raises:
+            ConfigurationError: the address is reachable from other hosts and no shared
+                secret is set (unless ``allow_unauthenticated``), or it cannot be bound.
+        """
+        _check_exposure(self.settings)
         self._loop = asyncio.get_running_loop()
         now = time.time()
         if self.settings.local_execution:
@@ -259,6 +273,8 @@ class ControlPlane:
         self._schedule_dispatch()
 
     def _handle(self, peer: Peer, message: m.Message) -> None:
+        if self.settings.auth_token is not None and peer.id not in self._authenticated:
+            self._authenticate(peer, message)
         match message:
             case m.SubmitTask(request_id=request_id, task=request):
                 ids = self._submit(peer, [request])
@@ -306,6 +322,21 @@ class ControlPlane:
                     self._worker_gone(worker, "said goodbye")
             case _:
                 raise ProtocolError(f"{type(message).__name__} is not a request to a control plane")
+
+    def _authenticate(self, peer: Peer, message: m.Message) -> None:
+        token = self.settings.auth_token
+        assert token is not None
+        presented = (
+            message.auth_token if isinstance(message, m.ClientHello | m.WorkerHello) else None
+        )
+        if presented is None:
+            raise AuthenticationError(
+                "this control plane requires a shared secret: start with a hello that "
+                "carries it (--auth-token or FASTWORKER_AUTH_TOKEN)"
+            )
+        if not hmac.compare_digest(presented.encode(), token.encode()):
+            raise AuthenticationError("wrong shared secret")
+        self._authenticated.add(peer.id)
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -664,6 +695,7 @@ class ControlPlane:
         self._unpark(worker.task_names)
 
     def _on_disconnect(self, peer: Peer) -> None:
+        self._authenticated.discard(peer.id)
         worker = self._worker_by_peer.get(peer.id)
         if worker is not None:
             self._worker_gone(worker, "dropped its connection")
@@ -724,6 +756,25 @@ class ControlPlane:
                 elif worker.peer is not None:
                     worker.peer.outbox.put(m.Heartbeat(sent_at=now, load=len(worker.assigned)))
             self._evict()
+
+
+_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+
+
+def _check_exposure(settings: ControlPlaneSettings) -> None:
+    """Refuse to listen beyond loopback without a shared secret."""
+    address = settings.address
+    if not address.startswith(("tcp://", "tls+tcp://", "ws://")):
+        return  # ipc:// and inproc:// are local to this host
+    host = address.split("://", 1)[1].rsplit(":", 1)[0]
+    if host in _LOOPBACK_HOSTS or host.startswith("127."):
+        return
+    if settings.auth_token is None and not settings.allow_unauthenticated:
+        raise ConfigurationError(
+            f"{address} is reachable from other hosts; set a shared secret with --auth-token "
+            "(or FASTWORKER_AUTH_TOKEN) on the control plane, its clients and subworkers, "
+            "or pass --allow-unauthenticated on a network you trust entirely"
+        )
 
 
 def _info(exc: FastworkerError) -> m.ErrorInfo:

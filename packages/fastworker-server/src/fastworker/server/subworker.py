@@ -38,6 +38,8 @@ class SubworkerSettings:
     control_plane_address: str = DEFAULT_CONTROL_PLANE_ADDRESS
     concurrency: int = max(os.cpu_count() or 1, 1)
     drain_timeout: float = 3.0
+    auth_token: str | None = None
+    """The control plane's shared secret, when it has one."""
     """Seconds a stopping subworker lets running tasks finish before handing them back."""
 
 
@@ -126,6 +128,7 @@ class Subworker:
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 library_version=__version__,
+                auth_token=self.settings.auth_token or "",
             )
         )
 
