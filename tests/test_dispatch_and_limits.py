@@ -187,3 +187,30 @@ async def test_calls_after_stop_fail_clearly(processes: Processes) -> None:
     await client.stop()
     with pytest.raises(FastworkerError, match="not started"):
         await client.delay("add", 1, 2)
+
+
+async def test_history_is_newest_first_filtered_paged_and_bounded(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--history-size", "8")
+    client = await connect(address)
+    try:
+        ids = [
+            await client.delay("add", i, 0, priority="high" if i % 2 else "low") for i in range(10)
+        ]
+        await asyncio.gather(*(client.result(t, timeout=30) for t in ids))
+        failed = await client.delay("fail", "boom")
+        with pytest.raises(FastworkerError):
+            await client.result(failed, timeout=30)
+        everything = await client.history(limit=100)
+        assert everything.total == 8  # the window keeps only the latest tasks
+        assert [t.task_id for t in everything.tasks] == [failed, *reversed(ids[-7:])]
+        page = await client.history(offset=2, limit=3)
+        assert [t.task_id for t in page.tasks] == [t.task_id for t in everything.tasks[2:5]]
+        high = await client.history(priority="high", limit=100)
+        assert {t.priority for t in high.tasks} == {m.TaskPriority.HIGH}
+        failures = await client.history(status=m.TaskStatus.FAILED)
+        assert [t.task_id for t in failures.tasks] == [failed]
+        assert failures.tasks[0].error is not None
+        assert failures.tasks[0].error.remote_type == "builtins.ValueError"
+    finally:
+        await client.stop()

@@ -28,6 +28,7 @@ from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
+    DEFAULT_TASK_HISTORY_SIZE,
     ENV_PREFIX,
     PROTOCOL_VERSION,
     ConfigurationError,
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--result-cache-size", type=_positive_int, default=DEFAULT_RESULT_CACHE_SIZE)
     cp.add_argument("--result-ttl", type=_positive_float, default=DEFAULT_RESULT_TTL)
+    cp.add_argument(
+        "--history-size",
+        type=_positive_int,
+        default=DEFAULT_TASK_HISTORY_SIZE,
+        help="latest tasks kept for history and the dashboard (default: %(default)s)",
+    )
     cp.add_argument("--max-queued-tasks", type=_positive_int, default=DEFAULT_MAX_QUEUED_TASKS)
     cp.add_argument(
         "--heartbeat-interval", type=_positive_float, default=DEFAULT_HEARTBEAT_INTERVAL
@@ -324,6 +331,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
         local_concurrency=options.local_concurrency,
         result_cache_size=options.result_cache_size,
         result_ttl=options.result_ttl,
+        history_size=options.history_size,
         max_queued_tasks=options.max_queued_tasks,
         heartbeat_interval=options.heartbeat_interval,
         lease_timeout=options.lease_timeout,

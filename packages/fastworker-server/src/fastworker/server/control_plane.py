@@ -31,6 +31,7 @@ from fastworker.protocol import (
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
+    DEFAULT_TASK_HISTORY_SIZE,
     AuthenticationError,
     ConfigurationError,
     DuplicateWorkerError,
@@ -74,6 +75,8 @@ class ControlPlaneSettings:
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     max_attempts: int = 3
     """Dispatches of one task before a lost worker fails it with WorkerLostError."""
+    history_size: int = DEFAULT_TASK_HISTORY_SIZE
+    """Latest tasks kept for history queries and the dashboard, whatever their state."""
     auth_token: str | None = None
     """Shared secret every client and subworker must present in its hello."""
     allow_unauthenticated: bool = False
@@ -180,6 +183,12 @@ class ControlPlane:
         self._workers: dict[str, _Worker] = {}
         self._worker_by_peer: dict[int, _Worker] = {}
         self._authenticated: set[int] = set()
+        self._task_names: list[str] | None = None
+        self._task_name_set: frozenset[str] = frozenset()
+        self._recent: collections.deque[_Task] = collections.deque(
+            maxlen=self.settings.history_size
+        )
+        """The latest submitted tasks, oldest first: what history queries search."""
         self._parked: dict[str, dict[str, _Task]] = {}
         """Queued tasks no connected subworker can run, by task name, in queue order."""
         self._lost_workers: collections.deque[_Worker] = collections.deque(maxlen=32)
@@ -348,9 +357,8 @@ class ControlPlane:
                 f"the queue holds {len(self._queue)} of at most {self._queue.limit} tasks; "
                 "retry later"
             )
-        known = self._known_task_names()
         for request in fresh:
-            self._check_request(request, known)
+            self._check_request(request)
         now = time.time()
         ids: list[str] = []
         for request in requests:
@@ -375,17 +383,17 @@ class ControlPlane:
                 task.watchers.add(peer.id)
             self._queue.push(task_id, task.priority, task)
             self._active[task_id] = task
+            self._recent.append(task)
             if key is not None:
                 self._idempotency[key] = task_id
             self._counters.submitted += 1
             ids.append(task_id)
         return ids
 
-    def _check_request(self, request: m.TaskRequest, known: list[str]) -> None:
-        if request.name not in known:
-            raise UnknownTaskError(
-                f"no task named {request.name!r}; registered: {', '.join(known) or 'none'}"
-            )
+    def _check_request(self, request: m.TaskRequest) -> None:
+        if not self._is_known_task(request.name):
+            known = ", ".join(self._known_task_names()) or "none"
+            raise UnknownTaskError(f"no task named {request.name!r}; registered: {known}")
         task = self.registry.get(request.name)
         if task is None:
             return  # only subworkers know it; they check the arguments
@@ -396,10 +404,19 @@ class ControlPlane:
         task.check_arguments(args, kwargs)  # pyright: ignore[reportUnknownArgumentType]
 
     def _known_task_names(self) -> list[str]:
-        names = set(self.registry.names())
-        for worker in self._workers.values():
-            names |= worker.task_names
-        return sorted(names)
+        """Names the control plane or a connected subworker can run, sorted; cached until
+        a subworker joins or leaves."""
+        if self._task_names is None:
+            names = set(self.registry.names())
+            for worker in self._workers.values():
+                names |= worker.task_names
+            self._task_names = sorted(names)
+            self._task_name_set = frozenset(names)
+        return self._task_names
+
+    def _is_known_task(self, name: str) -> bool:
+        self._known_task_names()
+        return name in self._task_name_set
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -640,15 +657,15 @@ class ControlPlane:
         )
 
     def _history(self, query: m.HistoryQuery) -> m.HistoryReply:
-        tasks = [*self._active.values(), *self._finished.values()]
+        # A scan of the bounded window of recent tasks, newest first: its cost does not
+        # grow with the backlog, so a dashboard polling every second stays cheap.
         matching = [
             t
-            for t in tasks
+            for t in reversed(self._recent)
             if (query.status is None or t.status is query.status)
             and (query.priority is None or t.priority is query.priority)
             and (query.name is None or t.name == query.name)
         ]
-        matching.sort(key=lambda t: t.queued_at, reverse=True)
         page = matching[query.offset : query.offset + query.limit]
         return m.HistoryReply(
             request_id=query.request_id,
@@ -678,6 +695,7 @@ class ControlPlane:
         )
         self._workers[worker.worker_id] = worker
         self._worker_by_peer[peer.id] = worker
+        self._task_names = None
         peer.outbox.put(
             m.WorkerWelcome(
                 request_id=hello.request_id,
@@ -706,6 +724,7 @@ class ControlPlane:
             self._worker_by_peer.pop(worker.peer.id, None)
         if self._workers.get(worker.worker_id) is worker:
             del self._workers[worker.worker_id]
+            self._task_names = None
         worker.state = WorkerState.LOST
         self._lost_workers.append(worker)
         if worker.assigned:
