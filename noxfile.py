@@ -25,6 +25,9 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
     "dashboard": ("protocol", "client"),
 }
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3")
+# The cross-package tests also drive HTTP apps (the example shop, the dashboard);
+# starlette 1.x's TestClient runs on httpx2.
+CROSS_TEST_TOOLS = (*TEST_TOOLS, "httpx>=0.27", "httpx2")
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -90,7 +93,7 @@ def tests(session: nox.Session, package: str) -> None:
     """Each package's tests in an environment of that package and its declared
     dependencies alone; ``cross`` runs tests/ against all four installed together."""
     if package == "cross":
-        session.install(*(_package_path(name) for name in SIBLINGS), *TEST_TOOLS)
+        session.install(*(_package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS)
         _pytest(session, "tests")
     else:
         _install_with_siblings(session, package, *TEST_TOOLS)
@@ -110,7 +113,7 @@ def typecheck(session: nox.Session) -> None:
     """pyright in strict mode over all packages, their tests and this file, on the
     oldest supported Python."""
     session.install(
-        *("-e" + _package_path(name) for name in SIBLINGS), *TEST_TOOLS, "nox", "pyright"
+        *("-e" + _package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS, "nox", "pyright"
     )
     session.run(
         "pyright", "--pythonpath", str(Path(session.virtualenv.location) / "bin" / "python")

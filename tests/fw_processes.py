@@ -30,34 +30,56 @@ class Processes:
         self._count += 1
         return f"ipc://{self.tmp_path}/cp-{self._count}.sock"
 
-    def fastworker(
-        self, *args: str, name: str, env: dict[str, str] | None = None
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        name: str,
+        cwd: Path = TESTS_DIR,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        """Start any process, its output in ``<tmp>/<name>.log``; it is ended at teardown."""
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with (self.tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
             process = subprocess.Popen(
-                [sys.executable, "-m", "fastworker.server.cli", *args],
-                cwd=TESTS_DIR,  # task modules import from the current directory
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+                argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=full_env
             )
         self.started.append(process)
         return process
 
-    def control_plane(self, address: str, *extra: str) -> subprocess.Popen[bytes]:
+    def fastworker(
+        self,
+        *args: str,
+        name: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = TESTS_DIR,
+    ) -> subprocess.Popen[bytes]:
+        """Run the ``fastworker`` command; task modules import from ``cwd``."""
+        argv = [sys.executable, "-m", "fastworker.server.cli", *args]
+        return self.spawn(argv, name=name, cwd=cwd, env=env)
+
+    def control_plane(
+        self, address: str, *extra: str, task_modules: str = "fw_tasks", cwd: Path = TESTS_DIR
+    ) -> subprocess.Popen[bytes]:
         return self.fastworker(
             "control-plane",
             "--task-modules",
-            "fw_tasks",
+            task_modules,
             "--address",
             address,
             *extra,
             name="control-plane",
+            cwd=cwd,
         )
 
     def subworker(
-        self, address: str, worker_id: str, *extra: str, env: dict[str, str] | None = None
+        self,
+        address: str,
+        worker_id: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        task_modules: str = "fw_tasks",
+        cwd: Path = TESTS_DIR,
     ) -> subprocess.Popen[bytes]:
         return self.fastworker(
             "subworker",
@@ -66,10 +88,11 @@ class Processes:
             "--control-plane-address",
             address,
             "--task-modules",
-            "fw_tasks",
+            task_modules,
             *extra,
             name=f"subworker-{worker_id}",
             env=env,
+            cwd=cwd,
         )
 
     def log(self, name: str) -> str:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from fastworker.client import Client, TaskCall, TaskPriority
 
-HERE = Path(__file__).parent
+SHOP = Path(__file__).parent.parent / "shop"
 STOP_TIMEOUT = 10.0
 
 
 def start(*args: str) -> subprocess.Popen[bytes]:
     """Start one ``fastworker`` process with the demo's tasks importable."""
-    return subprocess.Popen([sys.executable, "-m", "fastworker.server.cli", *args], cwd=HERE)
+    return subprocess.Popen([sys.executable, "-m", "fastworker.server.cli", *args], cwd=SHOP)
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--address", default="tcp://127.0.0.1:5555")
     options = parser.parse_args()
     processes = [
-        start("control-plane", "--task-modules", "demo_tasks", "--address", options.address)
+        start("control-plane", "--task-modules", "shop_tasks", "--address", options.address)
     ]
     try:
         for worker_id in ("fast-1", "fast-2"):
@@ -130,7 +130,7 @@ def main() -> int:
                     "--control-plane-address",
                     options.address,
                     "--task-modules",
-                    "demo_tasks",
+                    "shop_tasks",
                     "--concurrency",
                     "4",
                 )

@@ -1,4 +1,4 @@
-"""The demo's tasks: an online shop's background work at all four priorities."""
+"""The shop's background work, at all four priorities: what the example app and the demo run."""
 
 from __future__ import annotations
 
