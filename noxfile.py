@@ -25,9 +25,9 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
     "dashboard": ("protocol", "client"),
 }
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3")
-# The cross-package tests also drive HTTP apps (the example shop, the dashboard);
-# starlette 1.x's TestClient runs on httpx2.
-CROSS_TEST_TOOLS = (*TEST_TOOLS, "httpx>=0.27", "httpx2")
+# The cross-package tests also drive HTTP apps (the example shop, the dashboard, the
+# Flask and Django samples of the docs); starlette 1.x's TestClient runs on httpx2.
+CROSS_TEST_TOOLS = (*TEST_TOOLS, "httpx>=0.27", "httpx2", "flask>=3", "django>=5")
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "uv|virtualenv"

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastworker.client import Client
 from fastworker.client.tasks import TaskRegistry, default_registry
@@ -152,19 +152,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=ControlPlaneSettings.local_concurrency,
         help="tasks run at once here when no subworker is connected (default: %(default)s)",
     )
-    cp.add_argument("--result-cache-size", type=_positive_int, default=DEFAULT_RESULT_CACHE_SIZE)
-    cp.add_argument("--result-ttl", type=_positive_float, default=DEFAULT_RESULT_TTL)
+    cp.add_argument(
+        "--result-cache-size",
+        type=_positive_int,
+        default=DEFAULT_RESULT_CACHE_SIZE,
+        help="finished results kept, least recently used evicted first (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--result-ttl",
+        "--result-cache-ttl",
+        dest="result_ttl",
+        type=_positive_float,
+        default=DEFAULT_RESULT_TTL,
+        help="seconds a finished result stays queryable (default: %(default)s)",
+    )
     cp.add_argument(
         "--history-size",
         type=_positive_int,
         default=DEFAULT_TASK_HISTORY_SIZE,
         help="latest tasks kept for history and the dashboard (default: %(default)s)",
     )
-    cp.add_argument("--max-queued-tasks", type=_positive_int, default=DEFAULT_MAX_QUEUED_TASKS)
     cp.add_argument(
-        "--heartbeat-interval", type=_positive_float, default=DEFAULT_HEARTBEAT_INTERVAL
+        "--max-queued-tasks",
+        type=_positive_int,
+        default=DEFAULT_MAX_QUEUED_TASKS,
+        help="tasks held before new ones are refused with QueueFullError (default: %(default)s)",
     )
-    cp.add_argument("--lease-timeout", type=_positive_float, default=DEFAULT_LEASE_TIMEOUT)
+    cp.add_argument(
+        "--heartbeat-interval",
+        type=_positive_float,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help="seconds between heartbeats to and from subworkers (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--lease-timeout",
+        type=_positive_float,
+        default=DEFAULT_LEASE_TIMEOUT,
+        help="seconds of silence before a subworker is lost and its tasks requeued "
+        "(default: %(default)s)",
+    )
     cp.add_argument(
         "--max-attempts",
         type=_positive_int,
@@ -246,6 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (cp, sw, submit, status, cancel, listing):
         _defaults_from_environment(sub)
     return parser
+
+
+def command_flags() -> list[tuple[str, str]]:
+    """Every (command, flag) pair of the command line, for references and completion."""
+    parser = build_parser()
+    choices: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:  # pyright: ignore[reportPrivateUsage]
+        if isinstance(action.choices, dict):  # the subcommands
+            choices = cast("dict[str, argparse.ArgumentParser]", action.choices)  # pyright: ignore[reportUnknownMemberType]
+    return [
+        (name, flag)
+        for name, sub in choices.items()
+        for action in sub._actions  # pyright: ignore[reportPrivateUsage]
+        for flag in action.option_strings
+        if flag not in ("-h", "--help")
+    ]
 
 
 def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,101 @@
+"""Every Python sample in the README and docs/ runs, so the docs cannot drift.
+
+In each Markdown file, a ```python block whose first line is ``# name.py`` is a file:
+it is written into a fresh folder, and the task modules among them are loaded by a
+real control plane and subworker started there. Every other ```python block is a
+script, run in that folder in order, against that control plane (through
+FASTWORKER_ADDRESS), and must exit 0 within its bound.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fw_processes import Processes
+
+ROOT = Path(__file__).parent.parent
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+FENCE = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+FILE_MARKER = re.compile(r"^# ([\w/]+\.py)\n")
+SCRIPT_TIMEOUT = 60
+
+
+@dataclass
+class Sample:
+    code: str
+    line: int
+    filename: str | None
+
+
+def samples(path: Path) -> list[Sample]:
+    text = path.read_text()
+    found: list[Sample] = []
+    for match in FENCE.finditer(text):
+        code = match.group(1)
+        marker = FILE_MARKER.match(code)
+        found.append(
+            Sample(
+                code, text.count("\n", 0, match.start()) + 1, marker.group(1) if marker else None
+            )
+        )
+    return found
+
+
+def test_the_docs_have_samples() -> None:
+    assert sum(len(samples(path)) for path in DOCS) >= 10
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", [p for p in DOCS if samples(p)], ids=lambda p: p.name)
+def test_every_python_sample_runs(path: Path, processes: Processes, tmp_path: Path) -> None:
+    workdir = tmp_path / "docs"
+    workdir.mkdir()
+    found = samples(path)
+    modules: list[str] = []
+    for sample in found:
+        if sample.filename is not None:
+            target = workdir / sample.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(sample.code)
+            if "@task" in sample.code:
+                modules.append(sample.filename.removesuffix(".py").replace("/", "."))
+    address = processes.address()
+    if modules:
+        processes.control_plane(
+            address, "--no-local-execution", task_modules=",".join(modules), cwd=workdir
+        )
+        processes.subworker(address, "docs-1", task_modules=",".join(modules), cwd=workdir)
+    for sample in found:
+        if sample.filename is not None:
+            continue
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-c", sample.code],
+            cwd=workdir,
+            env={**os.environ, "FASTWORKER_ADDRESS": address, "PYTHONPATH": str(workdir)},
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT,
+        )
+        assert result.returncode == 0, (
+            f"{path.name}, sample at line {sample.line} failed after "
+            f"{time.monotonic() - started:.1f} s:\n{result.stdout}\n{result.stderr}"
+        )
+
+
+def test_every_command_line_flag_is_in_the_configuration_reference() -> None:
+    from fastworker.server.cli import command_flags
+
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [
+        f"{command} {flag}" for command, flag in command_flags() if f"`{flag}`" not in reference
+    ]
+    assert missing == []
