@@ -7,9 +7,11 @@ priorities and the errors it may catch, are importable from here.
 from __future__ import annotations
 
 from fastworker.protocol import (
+    AuthenticationError,
     ConnectionClosedError,
     FastworkerError,
     InvalidArgumentsError,
+    LoopThreadError,
     NotConnectedError,
     QueueFullError,
     RequestTimeoutError,
@@ -29,6 +31,7 @@ from fastworker.protocol import (
 from ._version import __version__
 from .client import Client, CompletionCallback, TaskCall
 from .results import TaskResult
+from .sync import DEFAULT_RESULT_WAIT, SyncClient, SyncCompletionCallback
 from .tasks import (
     Task,
     TaskRegistry,
@@ -41,15 +44,20 @@ from .tasks import (
 )
 
 __all__ = [
+    "DEFAULT_RESULT_WAIT",
+    "AuthenticationError",
     "Client",
     "CompletionCallback",
     "ConnectionClosedError",
     "FastworkerError",
     "InvalidArgumentsError",
+    "LoopThreadError",
     "NotConnectedError",
     "QueueFullError",
     "RequestTimeoutError",
     "ResultTimeoutError",
+    "SyncClient",
+    "SyncCompletionCallback",
     "Task",
     "TaskCall",
     "TaskCancelledError",

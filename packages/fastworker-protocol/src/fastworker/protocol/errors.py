@@ -6,6 +6,7 @@ cross the wire are rebuilt as the same classes on the other side.
     FastworkerError
     ├── ConfigurationError            a setting, flag or argument is invalid
     │   └── InvalidPriorityError      not one of the four priorities (also ValueError)
+    ├── LoopThreadError               SyncClient called on its own loop thread (RuntimeError)
     ├── UnsupportedValueError         a value the codec cannot carry (also TypeError)
     ├── ProtocolError                 bytes on the wire that break the contract
     │   ├── MalformedFrameError       garbage, truncated, wrong types, nested too deeply
@@ -48,6 +49,7 @@ __all__ = [
     "FrameTooLargeError",
     "InvalidArgumentsError",
     "InvalidPriorityError",
+    "LoopThreadError",
     "MalformedFrameError",
     "NotConnectedError",
     "ProtocolError",
@@ -92,6 +94,13 @@ class InvalidPriorityError(ConfigurationError, ValueError):
     """A value that is not one of the four task priorities."""
 
     code = "invalid_priority"
+
+
+class LoopThreadError(FastworkerError, RuntimeError):
+    """A SyncClient was called on its own event-loop thread, from a completion callback:
+    the call would wait for ever for the loop busy running that callback. Nothing was sent."""
+
+    code = "loop_thread"
 
 
 class UnsupportedValueError(FastworkerError, TypeError):
