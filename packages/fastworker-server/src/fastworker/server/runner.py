@@ -102,6 +102,8 @@ class TaskRunner:
             self._in_threads.add(in_thread)
             in_thread.add_done_callback(self._in_threads.discard)
             call = asyncio.wrap_future(in_thread)
+        if limit is None:
+            return await call  # no wrapping task: this is every task's hot path
         try:
             return await asyncio.wait_for(call, limit)
         except asyncio.TimeoutError:
