@@ -1,4 +1,4 @@
-"""The only task runner: tests, lint, typecheck, slim, build, demo.
+"""The only task runner: tests, lint, typecheck, slim, build, bench, demo.
 
 ``nox -l`` lists the sessions. Every Python from 3.10 to 3.13 that is installed is used;
 interpreters installed through pyenv are found even when pyenv does not expose them.
@@ -139,6 +139,15 @@ def build(session: nox.Session) -> None:
             "python", "-m", "build", "--installer", "uv", "--outdir", str(dist), _package_path(name)
         )
     session.run("python", str(ROOT / "tools" / "check_dists.py"), str(dist))
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (bench/, BENCHMARKS.md): real processes on 127.0.0.1 and
+    ipc://, one table with the targets beside the numbers. Options after ``--``:
+    ``nox -s bench -- --quick``, ``-- --json out.json``, ``-- --only W1,W2``."""
+    _install_with_siblings(session, "server")
+    session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1:] or None)

@@ -1,0 +1,97 @@
+"""The benchmark suite (bench/), run with tiny sizes so it cannot rot: every workload on
+real processes, every result checked, the report rendered. Timing is never asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The suite's modules import each other as ``bench.<module>``, from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import suite
+from bench.metrics import Measurement
+from bench.processes import Launcher
+from bench.report import Machine, render, to_json
+
+pytestmark = pytest.mark.timeout(120)
+
+TINY = suite.Sizes(
+    repeats=1,
+    w1_tasks=200,
+    w1_concurrency=16,
+    chunk=50,
+    w2_calls=20,
+    w3_tasks=10,
+    w3_seconds=0.01,
+    low_tasks=200,
+    low_seconds=0.0005,
+    critical_tasks=5,
+    critical_spacing=0.005,
+    cache_size=100,
+    memory_warm=200,
+    memory_tasks=300,
+    cli_runs=1,
+)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    started = Launcher(tmp_path)
+    yield started
+    started.stop_all()
+
+
+def _by_metric(measured: list[Measurement], workload: str) -> dict[str, list[Measurement]]:
+    found: dict[str, list[Measurement]] = {}
+    for measurement in measured:
+        if measurement.workload == workload:
+            found.setdefault(measurement.metric, []).append(measurement)
+    return found
+
+
+async def test_every_workload_runs_checks_its_results_and_reports(launcher: Launcher) -> None:
+    measured = await suite.run_plan(suite.plan(TINY), launcher)
+
+    # Each workload checked every one of its task results (a wrong one raises BenchError).
+    w1 = _by_metric(measured, "W1")["throughput"]
+    assert len(w1) == 5  # local, 1 subworker (delay, delay_many), 2 subworkers, ipc
+    assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
+    w2 = _by_metric(measured, "W2")
+    assert sorted(w2) == ["max of run()", "p50 of run()", "p99 of run()"]
+    assert all(len(ms) == 2 for ms in w2.values())  # tcp and ipc
+    assert all(m.verified == TINY.w2_calls * TINY.repeats for ms in w2.values() for m in ms)
+    (w3,) = _by_metric(measured, "W3")["makespan"]
+    assert w3.verified == TINY.w3_tasks
+    priority = _by_metric(measured, "priority")
+    assert priority["CRITICAL submit->start p99"][0].verified == TINY.critical_tasks
+    assert priority["LOW drain rate"][0].verified == TINY.low_tasks
+    memory = _by_metric(measured, "memory")
+    growth = memory["control plane RSS growth/100k"][0]
+    assert growth.verified == TINY.memory_warm + TINY.memory_tasks
+    assert memory["control plane RSS idle"][0].value > 0
+    assert memory["subworker RSS idle"][0].value > 0
+    (cli,) = _by_metric(measured, "CLI")["`fastworker submit --wait`"]
+    assert cli.verified == TINY.cli_runs
+
+    # Targets are attached where the issue sets them, and judged.
+    assert w1[1].target is not None
+    assert all(m.passed is not None for m in (w3, cli, growth))
+
+    machine = Machine.here().finished()
+    table = render(measured, machine, mode="smoke")
+    for measurement in measured:
+        assert measurement.metric in table
+    document = to_json(measured, machine, mode="smoke", sizes={"w1_tasks": TINY.w1_tasks})
+    assert len(json.loads(json.dumps(document))["measurements"]) == len(measured)
+
+
+def test_only_takes_workload_names_in_any_case() -> None:
+    options = suite.build_parser().parse_args(["--only", "w1,Priority"])
+    assert options.only == frozenset({"W1", "priority"})
+    with pytest.raises(SystemExit):
+        suite.build_parser().parse_args(["--only", "W9"])
