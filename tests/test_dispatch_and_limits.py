@@ -214,3 +214,38 @@ async def test_history_is_newest_first_filtered_paged_and_bounded(processes: Pro
         assert failures.tasks[0].error.remote_type == "builtins.ValueError"
     finally:
         await client.stop()
+
+
+async def test_a_client_recovers_after_its_control_plane_was_away_for_long(
+    processes: Processes,
+) -> None:
+    address = processes.address()
+    plane = processes.control_plane(address)
+    client = await connect(address)
+    try:
+        plane.kill()
+        await asyncio.to_thread(plane.wait, 10)
+        # Many requests, each in its own turn of the loop so each is its own frame: more
+        # than the client's buffers hold while nobody takes them.
+        client.request_timeout = 0.5
+        pending: list[asyncio.Future[m.Overview]] = []
+        for _ in range(2000):
+            pending.append(asyncio.ensure_future(client.overview()))
+            await asyncio.sleep(0)
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(outcome, FastworkerError) for outcome in outcomes)
+        processes.control_plane(address)
+        client.request_timeout = 2.0
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                overview = await client.overview()
+                break
+            except FastworkerError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert overview.queue_depth.total == 0
+        assert await client.run("add", 2, 2, wait=10) == 4
+    finally:
+        await client.stop()

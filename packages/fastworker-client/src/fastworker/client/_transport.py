@@ -61,8 +61,10 @@ FLOW_WINDOW: Final = 2
 """Frames a control plane may have unacknowledged by one peer. NNG's polyamorous pair1
 socket queues two frames per peer and silently drops the next: never more than this."""
 
-_SEND_BUFFER_FRAMES: Final = 1024
-_PENDING_SEND_LIMIT: Final = 4096
+_SEND_BUFFER_FRAMES: Final = 64
+"""NNG's own queue of a client's socket. Small: frames queued while the control plane is
+away are sent when it returns, long after their requests timed out."""
+_PENDING_SEND_LIMIT: Final = 1024
 """Frames waiting for NNG's send buffer to drain before the connection is declared stuck."""
 _PENDING_MESSAGE_LIMIT: Final = 1_000_000
 """Messages waiting for a peer's acknowledgements before the connection is declared stuck."""
@@ -149,9 +151,11 @@ class Outbox:
     Every frame carries how many frames this side has received from the peer
     (``acked``). With ``window`` set (the control plane's side), at most that many
     frames are unacknowledged by the peer at once and the rest wait here: the control
-    plane's socket drops frames beyond a peer's two-frame queue. With ``send_acks`` set
-    (clients and subworkers), every frame received is acknowledged, in the next frame
-    with messages or in an empty one at the end of the turn.
+    plane's socket drops frames beyond a peer's two-frame queue. With ``ack_every`` set
+    (clients and subworkers, to the control plane's window), received frames are
+    acknowledged in the next frame with messages, or, once that many are
+    unacknowledged and the sender may be waiting, in an empty frame at the end of the
+    turn. Acknowledging lazily saves a frame per round trip.
 
     ``on_stuck`` is called when the peer stops taking frames and too much waits for it;
     the owner then drops the connection rather than buffer without limit.
@@ -164,19 +168,20 @@ class Outbox:
         on_stuck: Callable[[BaseException], None],
         *,
         window: int | None = None,
-        send_acks: bool = False,
+        ack_every: int | None = None,
     ) -> None:
         self._target = target
         self._loop = loop
         self._on_stuck = on_stuck
         self._window = window
-        self._send_acks = send_acks
+        self._ack_every = ack_every
         self._messages: collections.deque[Message] = collections.deque()
         self._scheduled = False
         self._sent = 0
         self._peer_acked = 0
         self._received = 0
-        self._ack_due = False
+        self._acked_sent = 0
+        """The ``acked`` count of the last frame sent."""
         self._backlog: collections.deque[bytes] = collections.deque()
         self._backlog_task: asyncio.Task[None] | None = None
         self.closed = False
@@ -199,8 +204,7 @@ class Outbox:
             ProtocolError: the frame is not valid (it still counts as received).
         """
         self._received += 1
-        if self._send_acks:
-            self._ack_due = True
+        if self._ack_due():
             self._schedule()
         frame = decode_frame(data)
         if frame.acked > self._peer_acked:
@@ -211,13 +215,16 @@ class Outbox:
 
     def reset(self) -> None:
         """Start counting afresh: the connection was replaced by a new one."""
-        self._sent = self._peer_acked = self._received = 0
-        self._ack_due = False
+        self._sent = self._peer_acked = self._received = self._acked_sent = 0
 
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
+
+    def _ack_due(self) -> bool:
+        every = self._ack_every
+        return every is not None and self._received - self._acked_sent >= every
 
     def _window_open(self) -> bool:
         return self._window is None or self._sent - self._peer_acked < self._window
@@ -227,7 +234,7 @@ class Outbox:
         self._scheduled = False
         while self._messages and self._window_open() and not self.closed:
             self._send(self._next_frame())
-        if self._ack_due and not self.closed:
+        if self._ack_due() and not self.closed:
             self._send(encode_frame((), acked=self._received))
 
     def _next_frame(self) -> bytes:
@@ -254,7 +261,7 @@ class Outbox:
 
     def _send(self, frame: bytes) -> None:
         self._sent += 1
-        self._ack_due = False
+        self._acked_sent = self._received  # every frame is encoded with the current count
         if not self._backlog:
             try:
                 self._target.send(frame, block=False)
@@ -282,13 +289,19 @@ class Outbox:
             self._backlog_task = None
 
     def _fail(self, exc: BaseException) -> None:
+        """Drop what waits for the peer and tell the owner, who decides: the control
+        plane drops such a peer; a client fails its requests in flight and goes on, so
+        it works again once its control plane is back."""
         if not self.closed:
-            self.close()
+            self._drop_pending()
             self._on_stuck(exc)
 
     def close(self) -> None:
         """Drop what is queued; nothing more is sent."""
         self.closed = True
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
         self._messages.clear()
         self._backlog.clear()
         if self._backlog_task is not None:
@@ -332,7 +345,7 @@ class Dialer:
         self._pump = ReceivePump(
             self._socket, loop, lambda frames: sink([data for _peer, data in frames]), name
         )
-        self.outbox = Outbox(self._socket, loop, self._stuck, send_acks=True)
+        self.outbox = Outbox(self._socket, loop, self._stuck, ack_every=FLOW_WINDOW)
 
     def _notify(self, callback: Callable[[], None]) -> None:
         # Pipe callbacks run on NNG's threads.

@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import itertools
 import logging
+import math
 import os
 import secrets
 import socket
@@ -105,6 +106,7 @@ class Client:
         # Ids whose outcome this connection will be pushed, and has not had yet.
         self._expected: set[str] = set()
         self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: _Deadlines | None = None
         self.task_names: list[str] = []
         """Tasks the control plane could run when the client connected."""
 
@@ -120,6 +122,7 @@ class Client:
         if self._dialer is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._deadlines = _Deadlines(self._loop)
         self._dialer = Dialer(
             self.address,
             loop=self._loop,
@@ -274,7 +277,7 @@ class Client:
         try:
             if task_id not in self._expected:
                 await self._watch([task_id])
-            return await _within(future, timeout)
+            return await self._within(future, timeout)
         except _Expired:
             raise ResultTimeoutError(
                 f"task {task_id} did not finish within {timeout} s; it goes on running"
@@ -366,6 +369,15 @@ class Client:
 
     # --- plumbing -------------------------------------------------------------------------
 
+    async def _within(self, future: asyncio.Future[_T], timeout: float | None) -> _T:
+        """Await ``future`` for at most ``timeout`` seconds (None: unbounded); raises
+        _Expired after that."""
+        if timeout is not None:
+            if self._deadlines is None:
+                raise NotConnectedError("the client is not started; use `async with Client()`")
+            self._deadlines.add(future, timeout)
+        return await future
+
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._dialer is None or self._loop is None:
             raise NotConnectedError("the client is not started; use `async with Client()`")
@@ -386,7 +398,7 @@ class Client:
         bound = self.request_timeout if timeout is None else timeout
         try:
             self._dialer.outbox.put(build(request_id))
-            return await _within(future, bound)
+            return await self._within(future, bound)
         except _Expired:
             raise RequestTimeoutError(
                 f"the control plane at {self.address} did not answer within {bound} s"
@@ -510,22 +522,30 @@ class _Expired(Exception):
     """A bounded wait ran out (internal: turned into the caller's typed error)."""
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(_Expired())
+class _Deadlines:
+    """Bounds on many waits with one timer per 50 ms of deadlines, not one per wait: a
+    client waits twice per task (its acceptance, its result), and per-wait timers were a
+    sixth of its time under load. A wait may end up to 50 ms after its bound."""
 
+    GRANULARITY: Final = 0.05
 
-async def _within(future: asyncio.Future[_T], timeout: float | None) -> _T:
-    """Await ``future`` for at most ``timeout`` seconds (None: unbounded), raising
-    _Expired after that. One timer handle instead of the task and timer of
-    ``asyncio.wait_for``: this runs twice per task on the client's hot path."""
-    if timeout is None:
-        return await future
-    timer = future.get_loop().call_later(timeout, _expire, future)
-    try:
-        return await future
-    finally:
-        timer.cancel()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, list[asyncio.Future[Any]]] = {}
+
+    def add(self, future: asyncio.Future[Any], timeout: float) -> None:
+        """Fail ``future`` with _Expired if it is not done ``timeout`` seconds from now."""
+        slot = math.ceil((self._loop.time() + timeout) / self.GRANULARITY)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            bucket = self._buckets[slot] = []
+            self._loop.call_at(slot * self.GRANULARITY, self._expire, slot)
+        bucket.append(future)
+
+    def _expire(self, slot: int) -> None:
+        for future in self._buckets.pop(slot, ()):
+            if not future.done():
+                future.set_exception(_Expired())
 
 
 class _TaskIds:
