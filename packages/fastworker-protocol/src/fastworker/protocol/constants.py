@@ -11,8 +11,10 @@ __all__ = [
     "DEFAULT_CONTROL_PLANE_ADDRESS",
     "DEFAULT_DASHBOARD_HOST",
     "DEFAULT_DASHBOARD_PORT",
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_QUEUED_TASKS",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RESULT_CACHE_SIZE",
@@ -52,6 +54,12 @@ DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 DEFAULT_LEASE_TIMEOUT: Final = 3.0
 """Seconds without a heartbeat after which a subworker is presumed dead and its tasks
 go back to the queue."""
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+"""Dispatches of one task whose subworkers keep dying before it fails with WorkerLostError."""
+
+DEFAULT_DRAIN_TIMEOUT: Final = 3.0
+"""Seconds a stopping subworker lets running tasks finish before handing them back."""
 
 DEFAULT_RESULT_CACHE_SIZE: Final = 10_000
 """Finished results the control plane keeps (least recently used are evicted first)."""

@@ -16,14 +16,18 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastworker.client import Client
 from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_DASHBOARD_HOST,
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
@@ -40,8 +44,11 @@ from fastworker.protocol import (
 )
 
 from ._version import __version__
-from .control_plane import ControlPlane, ControlPlaneSettings
-from .subworker import Subworker, SubworkerSettings
+
+if TYPE_CHECKING:
+    from .control_plane import ControlPlane
+
+_CPU_COUNT = max(os.cpu_count() or 1, 1)
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument(
         "--local-concurrency",
         type=_positive_int,
-        default=ControlPlaneSettings.local_concurrency,
+        default=_CPU_COUNT,
         help="tasks run at once here when no subworker is connected (default: %(default)s)",
     )
     cp.add_argument(
@@ -194,8 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument(
         "--max-attempts",
         type=_positive_int,
-        default=ControlPlaneSettings.max_attempts,
+        default=DEFAULT_MAX_ATTEMPTS,
         help="dispatches of a task whose workers keep dying before it fails (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--dashboard-host",
+        default=DEFAULT_DASHBOARD_HOST,
+        help="where the dashboard listens, when fastworker-dashboard is installed "
+        "(default: %(default)s)",
+    )
+    cp.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DEFAULT_DASHBOARD_PORT,
+        help="the dashboard's port, 0 for any free one (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--dashboard-token",
+        help="access token the dashboard asks visitors for; required off loopback",
+    )
+    cp.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not serve the dashboard even when fastworker-dashboard is installed",
     )
     _add_auth_token(cp)
     cp.add_argument(
@@ -220,13 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=SubworkerSettings.concurrency,
+        default=_CPU_COUNT,
         help="tasks run at once (default: %(default)s)",
     )
     sw.add_argument(
         "--drain-timeout",
         type=_positive_float,
-        default=SubworkerSettings.drain_timeout,
+        default=DEFAULT_DRAIN_TIMEOUT,
         help="seconds to let running tasks finish on SIGTERM before handing them back",
     )
     sw.add_argument(
@@ -365,7 +394,54 @@ async def _serve_until_signalled(
     return EXIT_OK
 
 
+class _WithDashboard:
+    """The control plane, with the dashboard served from the same event loop when the
+    fastworker-dashboard package is installed (and not switched off)."""
+
+    def __init__(self, plane: ControlPlane, options: argparse.Namespace) -> None:
+        self.plane = plane
+        self.options = options
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def threads_busy(self) -> int:
+        return self.plane.threads_busy
+
+    async def start(self) -> None:
+        await self.plane.start()
+        if not self.options.dashboard:
+            return
+        try:
+            from fastworker.dashboard import serve
+        except ImportError:
+            log.info("no dashboard: pip install fastworker-dashboard to get one")
+            return
+        options = self.options
+
+        async def run() -> None:
+            try:
+                await serve(
+                    options.address,
+                    options.dashboard_host,
+                    options.dashboard_port,
+                    access_token=options.dashboard_token,
+                    auth_token=options.auth_token,
+                )
+            except (OSError, FastworkerError) as exc:
+                log.error("the dashboard is not running: %s", exc)
+
+        self._task = asyncio.get_running_loop().create_task(run(), name="dashboard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.plane.stop()
+
+
 async def _control_plane(options: argparse.Namespace) -> int:
+    from .control_plane import ControlPlane, ControlPlaneSettings
+
     registry = _load_tasks(options.task_modules)
     settings = ControlPlaneSettings(
         address=options.address,
@@ -383,10 +459,12 @@ async def _control_plane(options: argparse.Namespace) -> int:
     )
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(plane)
+    return await _serve_until_signalled(_WithDashboard(plane, options))
 
 
 async def _subworker(options: argparse.Namespace) -> int:
+    from .subworker import Subworker, SubworkerSettings
+
     if options.base_address:
         log.warning(
             "--base-address is ignored: subworkers connect out to the control plane at %s",

@@ -28,6 +28,7 @@ from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
@@ -73,7 +74,7 @@ class ControlPlaneSettings:
     max_queued_tasks: int = DEFAULT_MAX_QUEUED_TASKS
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Dispatches of one task before a lost worker fails it with WorkerLostError."""
     history_size: int = DEFAULT_TASK_HISTORY_SIZE
     """Latest tasks kept for history queries and the dashboard, whatever their state."""

@@ -15,6 +15,7 @@ from fastworker.client._transport import Dialer
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
     ConfigurationError,
@@ -37,7 +38,7 @@ class SubworkerSettings:
     worker_id: str
     control_plane_address: str = DEFAULT_CONTROL_PLANE_ADDRESS
     concurrency: int = max(os.cpu_count() or 1, 1)
-    drain_timeout: float = 3.0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     auth_token: str | None = None
     """The control plane's shared secret, when it has one."""
     """Seconds a stopping subworker lets running tasks finish before handing them back."""
