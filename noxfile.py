@@ -27,7 +27,16 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3")
 # The cross-package tests also drive HTTP apps (the example shop, the dashboard, the
 # Flask and Django samples of the docs); starlette 1.x's TestClient runs on httpx2.
-CROSS_TEST_TOOLS = (*TEST_TOOLS, "httpx>=0.27", "httpx2", "flask>=3", "django>=5")
+CROSS_TEST_TOOLS = (
+    *TEST_TOOLS,
+    "httpx>=0.27",
+    "httpx2>=2.14",
+    "flask>=3",
+    "django>=5",
+    "playwright>=1.40",  # drives the system Chromium; never downloads a browser
+)
+# Extra test tools of one package's own tests.
+PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {"dashboard": ("httpx>=0.27", "httpx2>=2.14")}
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -75,11 +84,22 @@ def _package_path(name: str) -> str:
     return str(PACKAGES_DIR / f"fastworker-{name}")
 
 
+def _install_ours(session: nox.Session, *args: str) -> None:
+    """``session.install`` that always builds our packages from their current sources.
+    uv caches a local directory's build keyed on its pyproject.toml, so without a refresh
+    it would install yesterday's code under today's unchanged version number."""
+    refresh: list[str] = []
+    if session.venv_backend == "uv":
+        for name in SIBLINGS:
+            refresh += ["--refresh-package", f"fastworker-{name}"]
+    session.install(*refresh, *args)
+
+
 def _install_with_siblings(session: nox.Session, name: str, *extra: str) -> None:
     """Install one package from its directory with the sibling packages it depends on
     (also from their directories), so nothing of ours comes from an index."""
     paths = [_package_path(sibling) for sibling in (*SIBLINGS[name], name)]
-    session.install(*paths, *extra)
+    _install_ours(session, *paths, *extra)
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -93,10 +113,10 @@ def tests(session: nox.Session, package: str) -> None:
     """Each package's tests in an environment of that package and its declared
     dependencies alone; ``cross`` runs tests/ against all four installed together."""
     if package == "cross":
-        session.install(*(_package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS)
+        _install_ours(session, *(_package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS)
         _pytest(session, "tests")
     else:
-        _install_with_siblings(session, package, *TEST_TOOLS)
+        _install_with_siblings(session, package, *TEST_TOOLS, *PACKAGE_TEST_TOOLS.get(package, ()))
         _pytest(session, f"packages/fastworker-{package}/tests")
 
 
@@ -112,8 +132,12 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """pyright in strict mode over all packages, their tests and this file, on the
     oldest supported Python."""
-    session.install(
-        *("-e" + _package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS, "nox", "pyright"
+    _install_ours(
+        session,
+        *("-e" + _package_path(name) for name in SIBLINGS),
+        *CROSS_TEST_TOOLS,
+        "nox",
+        "pyright",
     )
     session.run(
         "pyright", "--pythonpath", str(Path(session.virtualenv.location) / "bin" / "python")
@@ -155,5 +179,5 @@ def demo(session: nox.Session) -> None:
     """Start a control plane, two subworkers and a stream of example shop orders at all
     four priorities; Ctrl-C stops everything. Extra arguments go to the demo script
     (``nox -s demo -- --duration 30``)."""
-    session.install(*(_package_path(name) for name in SIBLINGS))
+    _install_ours(session, *(_package_path(name) for name in SIBLINGS))
     session.run("python", str(ROOT / "examples" / "demo" / "run_demo.py"), *session.posargs)

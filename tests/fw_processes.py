@@ -67,6 +67,7 @@ class Processes:
             task_modules,
             "--address",
             address,
+            "--no-dashboard",  # tests run in parallel: none of them may take port 8080
             *extra,
             name="control-plane",
             cwd=cwd,

@@ -23,6 +23,10 @@ DISTRIBUTIONS = {
     "fastworker_server": "fastworker.server",
     "fastworker_dashboard": "fastworker.dashboard",
 }
+# Files a distribution is useless without, beyond its Python modules.
+REQUIRED_FILES = {
+    "fastworker_dashboard": ("templates/index.html", "static/htmx-", "static/dashboard.css"),
+}
 # Bounds for each install and import, so a hung resolver fails the check instead of CI.
 INSTALL_TIMEOUT = 600
 IMPORT_TIMEOUT = 60
@@ -47,6 +51,10 @@ def _check_contents(archive: Path, module: str) -> list[str]:
         problems.append(f"{archive.name} has no {package_dir}/py.typed")
     if not any(member.endswith(f"{package_dir}/__init__.py") for member in members):
         problems.append(f"{archive.name} has no {package_dir}/__init__.py")
+    stem = archive.name.split("-", 1)[0]
+    for required in REQUIRED_FILES.get(stem, ()):
+        if not any(f"{package_dir}/{required}" in member for member in members):
+            problems.append(f"{archive.name} has no {package_dir}/{required}")
     return problems
 
 
@@ -61,7 +69,8 @@ def _check_installs_alone(wheel: Path, module: str, dist_dir: Path) -> list[str]
         )
         install = subprocess.run(
             [
-                *("uv", "pip", "install", "--quiet", "--python", str(python)),
+                # No cache: a cached wheel of the same version may hold older code.
+                *("uv", "pip", "install", "--quiet", "--no-cache", "--python", str(python)),
                 *("--find-links", str(dist_dir), str(wheel)),
             ],
             capture_output=True,

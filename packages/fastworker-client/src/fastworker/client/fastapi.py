@@ -188,6 +188,20 @@ class FastWorker:
         )
         return router
 
+    def mount_dashboard(
+        self, app: FastAPI, prefix: str = "/fastworker", *, access_token: str | None = None
+    ) -> None:
+        """Serve the fastworker dashboard under ``prefix`` of ``app``, through this
+        client. Needs the fastworker-dashboard package."""
+        try:
+            from fastworker.dashboard import create_router
+        except ImportError as exc:
+            raise ConfigurationError(
+                "the dashboard needs the fastworker-dashboard package: "
+                "pip install fastworker-dashboard"
+            ) from exc
+        app.include_router(create_router(self.client, access_token=access_token), prefix=prefix)
+
     async def _status_route(self, task_id: str) -> dict[str, Any]:
         return _task_json(await self._status_or_404(task_id))
 

@@ -1,0 +1,197 @@
+"""A stand-in for the client that answers the admin calls from memory (or fails them
+as an unreachable control plane), and helpers of the dashboard's own tests."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, cast
+
+import msgspec
+from fastapi import FastAPI
+
+from fastworker.client import Client, TaskCall
+from fastworker.dashboard import create_router
+from fastworker.protocol import (
+    RequestTimeoutError,
+    TaskNotFoundError,
+    TaskPriority,
+    TaskStatus,
+    UnknownTaskError,
+    WorkerState,
+    encode_value,
+)
+from fastworker.protocol import messages as m
+
+ORIGIN = "http://testserver"
+
+
+class FakeClient:
+    """Answers what the dashboard asks a :class:`Client`, from a dict of tasks."""
+
+    def __init__(self) -> None:
+        self.address = "ipc:///fake/control-plane.sock"
+        self.tasks: dict[str, m.TaskInfo] = {}
+        self.payloads: dict[str, tuple[Any, Any, Any]] = {}
+        self.submitted: list[TaskCall] = []
+        self.cancelled: list[str] = []
+        self.history_queries: list[dict[str, Any]] = []
+        self.down = False
+        self.refuse_submissions = False
+        self.depth = m.QueueDepth(critical=1, high=2, normal=30, low=400)
+        self.started_at = time.time() - 3600
+
+    def _check(self) -> None:
+        if self.down:
+            raise RequestTimeoutError(f"the control plane at {self.address} did not answer")
+
+    def add(
+        self,
+        name: str = "add",
+        *,
+        status: TaskStatus = TaskStatus.SUCCEEDED,
+        priority: TaskPriority = TaskPriority.NORMAL,
+        args: Any = (1, 2),
+        kwargs: Any = None,
+        value: Any = 3,
+        error: m.ErrorInfo | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        task_id = task_id or uuid.uuid4().hex
+        now = time.time()
+        started = now - 1 if status is not TaskStatus.QUEUED else None
+        finished = now - 0.5 if status.is_final and status is not TaskStatus.CANCELLED else None
+        self.tasks[task_id] = m.TaskInfo(
+            task_id=task_id,
+            name=name,
+            priority=priority,
+            status=status,
+            queued_at=now - 2 - len(self.tasks) * 0.001,
+            worker_id="w1" if started else "",
+            started_at=started,
+            finished_at=finished,
+            attempts=1 if started else 0,
+            error=error,
+        )
+        self.payloads[task_id] = (list(args), dict(kwargs or {}), value)
+        return task_id
+
+    async def overview(self) -> m.Overview:
+        self._check()
+        now = time.time()
+        return m.Overview(
+            request_id=1,
+            control_plane_id="cp-host:1234",
+            started_at=self.started_at,
+            queue_depth=self.depth,
+            counters=m.Counters(submitted=1000, succeeded=900, failed=40, cancelled=5, running=3),
+            workers=[
+                m.WorkerInfo(
+                    worker_id="w1",
+                    state=WorkerState.CONNECTED,
+                    address="tcp://127.0.0.1:40000",
+                    host="worker-host",
+                    pid=42,
+                    load=3,
+                    slots=4,
+                    connected_at=now - 100,
+                    last_heartbeat=now - 0.3,
+                    tasks_done=900,
+                    tasks_failed=40,
+                    task_names=["add"],
+                ),
+                m.WorkerInfo(
+                    worker_id="w2",
+                    state=WorkerState.LOST,
+                    address="tcp://127.0.0.1:40001",
+                    host="worker-host",
+                    pid=43,
+                    load=0,
+                    slots=2,
+                    connected_at=now - 100,
+                    last_heartbeat=now - 30,
+                ),
+            ],
+            task_names=["add", "fail", "echo"],
+            library_version="0.1.0",
+        )
+
+    async def history(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        status: TaskStatus | None = None,
+        priority: TaskPriority | str | None = None,
+        name: str | None = None,
+    ) -> m.HistoryReply:
+        self._check()
+        self.history_queries.append(
+            {"offset": offset, "limit": limit, "status": status, "priority": priority, "name": name}
+        )
+        matching = [
+            t
+            for t in sorted(self.tasks.values(), key=lambda t: t.queued_at, reverse=True)
+            if (status is None or t.status is status)
+            and (priority is None or t.priority is TaskPriority.parse(priority))
+            and (name is None or t.name == name)
+        ]
+        return m.HistoryReply(
+            request_id=1, total=len(matching), tasks=matching[offset : offset + limit]
+        )
+
+    async def status(self, task_id: str, *, include_payloads: bool = False) -> m.TaskInfo:
+        self._check()
+        info = self.tasks.get(task_id)
+        if info is None:
+            raise TaskNotFoundError(f"the control plane knows no task {task_id}")
+        if not include_payloads:
+            return info
+        args, kwargs, value = self.payloads[task_id]
+        return msgspec.structs.replace(
+            info,
+            args=encode_value(args),
+            kwargs=encode_value(kwargs),
+            value=encode_value(value) if info.status is TaskStatus.SUCCEEDED else m.NIL,
+        )
+
+    async def cancel(self, *task_ids: str) -> m.CancelReply:
+        self._check()
+        reply = m.CancelReply(request_id=1)
+        for task_id in task_ids:
+            info = self.tasks.get(task_id)
+            if info is None:
+                reply.unknown.append(task_id)
+            elif info.status is TaskStatus.QUEUED:
+                self.cancelled.append(task_id)
+                reply.cancelled.append(task_id)
+            else:
+                reply.not_cancelled.append(task_id)
+        return reply
+
+    async def delay_many(self, calls: Iterable[TaskCall]) -> list[str]:
+        self._check()
+        if self.refuse_submissions:
+            raise UnknownTaskError("no connected worker can run it")
+        calls = list(calls)
+        self.submitted.extend(calls)
+        return [uuid.uuid4().hex for _ in calls]
+
+
+def as_client(fake: FakeClient) -> Client:
+    """The stand-in, typed as what the router takes."""
+    return cast("Client", fake)
+
+
+def make_app(fake: FakeClient, prefix: str = "", **options: Any) -> FastAPI:
+    app = FastAPI()
+    app.include_router(create_router(as_client(fake), **options), prefix=prefix)
+    return app
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert match is not None, "no CSRF token in the page"
+    return match.group(1)

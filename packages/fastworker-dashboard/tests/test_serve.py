@@ -1,0 +1,133 @@
+"""serve() runs uvicorn inside a loop someone else owns; the command line binds
+loopback by default and refuses to expose the dashboard without a token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fastworker.dashboard import serve
+from fastworker.dashboard.cli import main
+from fastworker.dashboard.server import _serve, bind, is_loopback  # pyright: ignore[reportPrivateUsage]
+from fastworker.protocol import ConfigurationError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _get(url: str, *, wait: float = 10.0) -> tuple[int, str]:
+    """GET ``url``, retrying while nothing listens yet; (status, body)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+async def test_serve_runs_in_the_running_loop_and_stops_when_cancelled(tmp_path: Path) -> None:
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    announced: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.create_task(
+        _serve(
+            f"ipc://{tmp_path}/nobody.sock",
+            "127.0.0.1",
+            0,
+            access_token=None,
+            announce=announced.put_nowait,
+        )
+    )
+    message = await asyncio.wait_for(announced.get(), 10)
+    assert "bound to loopback only" in message
+    url = message.split(" listening on ", 1)[1].split(" ", 1)[0]
+    status, body = await asyncio.to_thread(_get, url + "api/overview")
+    assert status == 503
+    assert '"control_plane_unreachable"' in body
+    # uvicorn installed no signal handler of its own in our loop's thread.
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 8
+
+
+async def test_serve_refuses_other_hosts_without_a_token() -> None:
+    with pytest.raises(ConfigurationError, match="access token"):
+        await serve(None, "0.0.0.0", 0)
+
+
+def test_a_taken_port_is_an_os_error_not_an_exit() -> None:
+    taken = bind("127.0.0.1", 0)
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
+            bind("127.0.0.1", port).close()
+    finally:
+        taken.close()
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+
+
+def test_the_command_line_refuses_to_expose_the_dashboard_without_a_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "access token" in capsys.readouterr().err
+
+
+def test_the_command_line_checks_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "70000"])
+    assert exit_info.value.code == 2
+    monkeypatch.setenv("FASTWORKER_DASHBOARD_PORT", "http")
+    with pytest.raises(SystemExit):
+        main([])
+
+
+def test_the_command_runs_says_where_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FASTWORKER_CONTROL_PLANE": f"ipc://{tmp_path}/nobody.sock",
+        "FASTWORKER_DASHBOARD_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "fastworker.dashboard", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert "listening on http://127.0.0.1:" in line
+            assert "bound to loopback only" in line
+            url = line.split(" listening on ", 1)[1].split(" ", 1)[0]
+            status, _body = _get(url + "api/overview")
+            assert status == 503
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)

@@ -1,0 +1,250 @@
+"""The pages, fragments and their JSON twins, against a stand-in client."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from dashboard_fakes import ORIGIN, FakeClient, csrf_token
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from fastworker.dashboard import create_app
+from fastworker.protocol import TaskPriority, TaskStatus
+from fastworker.protocol import messages as m
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _queries(fake: FakeClient) -> list[dict[str, object]]:
+    """History queries of the page, without the sampler's (succeeded, limit 100)."""
+    return [
+        q
+        for q in fake.history_queries
+        if not (q["limit"] == 100 and q["status"] is TaskStatus.SUCCEEDED and not q["offset"])
+    ]
+
+
+def _depths(html: str) -> dict[str, int]:
+    return {
+        name: int(depth)
+        for name, depth in re.findall(r'data-priority="(\w+)" data-depth="(\d+)"', html)
+    }
+
+
+def test_the_page_shows_queues_counters_workers_and_tasks(
+    http: TestClient, fake: FakeClient
+) -> None:
+    fake.add("add")
+    fake.add("fail", status=TaskStatus.FAILED)
+    page = http.get("/")
+    assert page.status_code == 200
+    html = page.text
+    assert _depths(html) == {"critical": 1, "high": 2, "normal": 30, "low": 400}
+    for counter, value in [("submitted", 1000), ("running", 3), ("succeeded", 900)]:
+        assert f'data-counter="{counter}" data-value="{value}"' in html
+    assert 'data-counter="requeued"' in html
+    assert 'data-worker-id="w1" data-state="connected"' in html
+    assert 'data-worker-id="w2" data-state="lost"' in html
+    assert html.count("data-task-id=") == 2
+    assert "Control plane unreachable" not in html
+    # It polls its fragments; nothing comes from another site.
+    assert 'hx-trigger="every 1s"' in html
+    assert "https://" not in html
+
+
+def test_fragments_and_json_twins_show_the_same_data(http: TestClient, fake: FakeClient) -> None:
+    task_id = fake.add("echo", args=["hello"], value={"a": [1, 2]})
+    live = http.get("/fragments/live", headers={"HX-Request": "true"})
+    assert live.status_code == 200
+    assert "<html" not in live.text
+    assert 'id="cp-status" class="cp-status is-up" hx-swap-oob="true"' in live.text
+    overview = http.get("/api/overview").json()
+    assert overview["queue_depth"] == {
+        "critical": 1,
+        "high": 2,
+        "normal": 30,
+        "low": 400,
+        "total": 433,
+    }
+    assert overview["counters"]["failed"] == 40
+    assert [w["worker_id"] for w in overview["workers"]] == ["w1", "w2"]
+    assert overview["task_names"] == ["add", "echo", "fail"]
+    assert "throughput" in overview
+    assert "series" in overview
+    history = http.get("/api/history").json()
+    assert history["total"] == 1
+    assert history["tasks"][0]["task_id"] == task_id
+    detail = http.get(f"/api/tasks/{task_id}").json()
+    assert detail["args"] == ["hello"]
+    assert detail["value"] == {"a": [1, 2]}
+    assert detail["status"] == "succeeded"
+
+
+def test_history_filters_and_pages_are_bounded(http: TestClient, fake: FakeClient) -> None:
+    for i in range(60):
+        fake.add("add", priority=TaskPriority.LOW if i % 2 else TaskPriority.HIGH)
+    page = http.get("/fragments/history?status=succeeded&priority=low&name=add&page=2&size=25")
+    assert page.status_code == 200
+    assert _queries(fake)[-1] == {
+        "offset": 25,
+        "limit": 25,
+        "status": TaskStatus.SUCCEEDED,
+        "priority": TaskPriority.LOW,
+        "name": "add",
+    }
+    assert "26\N{EN DASH}30 of 30" in page.text
+    assert "page 2 of 2" in page.text
+    # The HTML view clamps what it does not allow; the JSON twin refuses it.
+    http.get("/fragments/history?size=100000&page=-3&status=bogus")
+    assert _queries(fake)[-1]["limit"] == 100
+    assert _queries(fake)[-1]["offset"] == 0
+    assert _queries(fake)[-1]["status"] is None
+    assert http.get("/api/history?limit=100000").status_code == 400
+    assert http.get("/api/history?status=bogus").status_code == 400
+    assert http.get("/api/history?priority=urgent").status_code == 400
+    assert http.get("/api/history?offset=-1").status_code == 400
+    ok = http.get("/api/history?limit=500&offset=10&priority=HIGH")
+    assert ok.status_code == 200
+    assert _queries(fake)[-1]["priority"] is TaskPriority.HIGH
+    # A filter the user picks is kept in the address bar.
+    nav = http.get("/fragments/history?status=failed&nav=1", headers={"HX-Request": "true"})
+    assert nav.headers["HX-Replace-Url"] == "/?status=failed"
+
+
+def test_task_detail_shows_payloads_escaped(http: TestClient, fake: FakeClient) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    task_id = fake.add(
+        "fail",
+        status=TaskStatus.FAILED,
+        args=[hostile, b"\x00\xff", 1.5],
+        kwargs={"note": "</pre><script>alert(2)</script>"},
+        error=m.ErrorInfo(
+            code="task_failed",
+            message="boom <b>",
+            remote_type="ValueError",
+            traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: boom <b>',
+        ),
+    )
+    page = http.get(f"/tasks/{task_id}")
+    assert page.status_code == 200
+    html = page.text
+    assert hostile not in html
+    assert "<script>alert" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;/pre&gt;&lt;script&gt;" in html
+    assert "ValueError" in html
+    assert "Traceback (most recent call last)" in html
+    assert "bytes(2) base64: AP8=" in html
+    assert 'data-action="retry"' in html
+    # A finished task's fragment stops polling.
+    fragment = http.get(f"/fragments/tasks/{task_id}").text
+    assert "every 1s" not in fragment.split("</div>")[0]
+
+
+def test_an_unknown_task_is_a_404(http: TestClient) -> None:
+    assert http.get("/tasks/nope").status_code == 404
+    assert http.get("/api/tasks/nope").json()["error"] == "task_not_found"
+
+
+def test_task_ids_with_odd_characters_round_trip(http: TestClient, fake: FakeClient) -> None:
+    task_id = fake.add("add", task_id="a/b?c#d %e")
+    html = http.get("/").text
+    link = re.search(r'<a href="([^"]+)" title="a/b\?c#d %e"', html)
+    assert link is not None
+    assert link.group(1) == "/tasks/a%2Fb%3Fc%23d%20%25e"
+    assert http.get(link.group(1)).status_code == 200
+    assert http.get("/api/tasks/a%2Fb%3Fc%23d%20%25e").json()["task_id"] == task_id
+
+
+def _post(http: TestClient, path: str, *, htmx: bool = False) -> tuple[int, str]:
+    token = csrf_token(http.get("/").text)
+    headers = {"X-CSRF-Token": token, "Origin": ORIGIN}
+    if htmx:
+        headers["HX-Request"] = "true"
+    response = http.post(path, headers=headers)
+    return response.status_code, response.text
+
+
+def test_cancel_answers_for_each_outcome(http: TestClient, fake: FakeClient) -> None:
+    queued = fake.add("add", status=TaskStatus.QUEUED)
+    running = fake.add("add", status=TaskStatus.RUNNING)
+    assert _post(http, f"/actions/cancel/{queued}")[0] == 200
+    assert fake.cancelled == [queued]
+    assert _post(http, f"/actions/cancel/{running}")[0] == 409
+    assert _post(http, "/actions/cancel/unknown")[0] == 404
+    status, html = _post(http, f"/actions/cancel/{queued}", htmx=True)
+    assert status == 200
+    assert "toast" in html
+    assert "Cancelled task" in html
+
+
+def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: FakeClient) -> None:
+    failed = fake.add(
+        "fail",
+        status=TaskStatus.FAILED,
+        priority=TaskPriority.HIGH,
+        args=["boom", 2],
+        kwargs={"priority": "not the option", "timeout": 3},
+    )
+    status, body = _post(http, f"/actions/retry/{failed}")
+    assert status == 200, body
+    (call,) = fake.submitted
+    assert (call.name, list(call.args), dict(call.kwargs), call.priority) == (
+        "fail",
+        ["boom", 2],
+        {"priority": "not the option", "timeout": 3},
+        TaskPriority.HIGH,
+    )
+    cancelled = fake.add("add", status=TaskStatus.CANCELLED)
+    status, html = _post(http, f"/actions/retry/{cancelled}", htmx=True)
+    assert status == 200
+    assert "Resubmitted add" in html
+    succeeded = fake.add("add")
+    assert _post(http, f"/actions/retry/{succeeded}")[0] == 409
+    fake.refuse_submissions = True
+    status, body = _post(http, f"/actions/retry/{failed}")
+    assert status == 409
+    assert "retry refused" in body
+
+
+def test_everything_works_under_a_prefix(make_http: Callable[..., TestClient]) -> None:
+    http = make_http(prefix="/ops/fastworker")
+    html = http.get("/ops/fastworker/").text
+    urls = re.findall(r'(?:href|src|hx-get|hx-post)="([^"]+)"', html)
+    assert urls
+    for url in urls:
+        assert url.startswith("/ops/fastworker/"), url
+        if "/actions/" not in url:
+            assert http.get(url.replace("&amp;", "&")).status_code in (200, 404), url
+    assert http.get("/ops/fastworker/api/overview").status_code == 200
+
+
+def test_the_standalone_app_works_mounted_under_a_path() -> None:
+    outer = FastAPI()
+    outer.mount("/dash", create_app("ipc:///nonexistent/fastworker-test.sock"))
+    http = TestClient(outer)
+    with http:
+        # Starlette runs no lifespan of a mounted app, so its client never starts: the
+        # page says so instead of failing (embed with create_router to own the client).
+        assert "Control plane unreachable" in http.get("/dash/fragments/live").text
+        page = http.get("/dash/api/history")
+        assert page.status_code == 503
+        static = re.findall(r'href="([^"]+\.css[^"]*)"', http.get("/dash/").text)
+        assert static
+        assert static[0].startswith("/dash/static/")
+        assert http.get(static[0]).status_code == 200
+
+
+def test_pages_carry_security_headers(http: TestClient) -> None:
+    page = http.get("/")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Cache-Control"] == "no-store"
+    static = http.get(re.findall(r'src="([^"]+htmx[^"]+)"', page.text)[0])
+    assert static.status_code == 200
+    assert static.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in static.headers["Cache-Control"]
+    assert http.get("/static/../app.py").status_code == 404
+    assert http.get("/static/nothing.js").status_code == 404

@@ -1,0 +1,152 @@
+"""The dashboard's JSON twins against a real control plane, with the dashboard in its own
+process (no browser needed): the numbers it serves are the control plane's, it presents
+the control plane's shared secret, and it says why when it cannot connect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from fastworker.client import TaskCall, TaskPriority
+from fw_processes import Processes, connect, wait_for_workers
+from test_dashboard_browser import start_dashboard
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "dashboard test secret"
+
+
+def _get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def _wait_for_status(url: str, status: int, *, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got, body = await asyncio.to_thread(_get_json, url)
+        if got == status:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} answered {got} {body}, not {status}")
+        await asyncio.sleep(0.2)
+
+
+async def test_the_json_twins_show_what_the_control_plane_reports(processes: Processes) -> None:
+    address = processes.address()
+    processes.fastworker(
+        *("control-plane", "--task-modules", "fw_tasks", "--address", address),
+        "--no-local-execution",
+        name="control-plane",
+        env={"FASTWORKER_DASHBOARD": "0"},
+    )
+    client = await connect(address)
+    try:
+        processes.subworker(address, "solo", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        url = await asyncio.to_thread(start_dashboard, processes, address)
+        blocker = await client.delay("block", 3.0, priority=TaskPriority.CRITICAL)
+        await client.delay_many([TaskCall("add", (i, i), priority="low") for i in range(30)])
+        await client.delay_many([TaskCall("add", (i, i), priority="high") for i in range(7)])
+
+        overview = await _wait_for_status(url + "api/overview", 200)
+        assert overview["queue_depth"]["low"] == 30
+        assert overview["queue_depth"]["high"] == 7
+        assert overview["counters"]["submitted"] == 38
+        (worker,) = overview["workers"]
+        assert (worker["worker_id"], worker["state"], worker["slots"]) == ("solo", "connected", 1)
+        assert "add" in overview["task_names"]
+
+        status, page = await asyncio.to_thread(_get_json, url + "api/history?priority=high&limit=5")
+        assert status == 200
+        assert page["total"] == 7
+        assert len(page["tasks"]) == 5
+        assert {t["priority"] for t in page["tasks"]} == {"high"}
+
+        status, task = await asyncio.to_thread(_get_json, url + f"api/tasks/{blocker}")
+        assert status == 200
+        assert task["name"] == "block"
+        assert task["args"] == [3.0]
+        assert task["status"] == "running"
+    finally:
+        await client.stop()
+
+
+async def test_the_dashboard_presents_the_shared_secret(processes: Processes) -> None:
+    address = processes.address()
+    processes.fastworker(
+        *("control-plane", "--task-modules", "fw_tasks", "--address", address),
+        *("--auth-token", SECRET),
+        name="control-plane",
+        env={"FASTWORKER_DASHBOARD": "0"},
+    )
+    client = await connect(address, auth_token=SECRET)
+    await client.stop()
+    with_secret = await asyncio.to_thread(
+        start_dashboard, processes, address, "--auth-token", SECRET
+    )
+    overview = await _wait_for_status(with_secret + "api/overview", 200)
+    assert overview["counters"]["submitted"] == 0
+
+    without = await asyncio.to_thread(start_dashboard, processes, address)
+    refused = await _wait_for_status(without + "api/overview", 503)
+    assert refused["error"] == "control_plane_unreachable"
+    deadline = time.monotonic() + 30
+    while "cannot connect" not in refused["detail"]:
+        assert time.monotonic() < deadline, refused
+        await asyncio.sleep(0.2)
+        refused = await _wait_for_status(without + "api/overview", 503)
+    assert "secret" in refused["detail"]
+
+
+async def test_the_standalone_app_reconnects_afresh_after_a_long_silence(
+    processes: Processes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client keeps what it could not send while the control plane is away; the app
+    # replaces it after a long silence rather than replay a backlog of stale queries.
+    from fastapi.testclient import TestClient
+
+    from fastworker.dashboard import app as dashboard_app
+    from fastworker.dashboard import create_app
+
+    monkeypatch.setattr(dashboard_app, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(dashboard_app, "FRESH_CONNECTION_AFTER", 1.5)
+    address = processes.address()
+    args = ("control-plane", "--task-modules", "fw_tasks", "--address", address)
+    env = {"FASTWORKER_DASHBOARD": "0"}
+    first = processes.fastworker(*args, name="control-plane", env=env)
+    await (await connect(address)).stop()
+
+    def status_within(http: TestClient, status: int, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = http.get("/api/overview")
+            if answer.status_code == status:
+                return answer.json()
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+
+    def scenario() -> None:
+        http = TestClient(create_app(address))
+        with http:
+            before = status_within(http, 200, 30)["control_plane_id"]
+            first.kill()
+            first.wait(timeout=10)
+            status_within(http, 503, 30)
+            time.sleep(3)  # silent for longer than FRESH_CONNECTION_AFTER
+            processes.fastworker(*args, name="control-plane-2", env=env)
+            after = status_within(http, 200, 30)["control_plane_id"]
+            assert after != before
+
+    caplog.set_level("WARNING", logger="fastworker.dashboard")
+    await asyncio.to_thread(scenario)
+    assert any("connecting afresh" in record.getMessage() for record in caplog.records)
