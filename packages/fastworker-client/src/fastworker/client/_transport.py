@@ -34,6 +34,7 @@ from fastworker.protocol import (
     MAX_MESSAGES_PER_FRAME,
     ConfigurationError,
     ConnectionClosedError,
+    ProtocolError,
     TransportError,
     decode_frame,
     encode_frame,
@@ -321,13 +322,16 @@ class Dialer:
         address: str,
         *,
         loop: asyncio.AbstractEventLoop,
-        sink: Callable[[list[bytes]], None],
+        on_message: Callable[[Message], None],
         on_connect: Callable[[], None],
         on_disconnect: Callable[[], None],
+        on_bad_frame: Callable[[ProtocolError], None] = lambda _error: None,
         name: str = "fastworker-client",
     ) -> None:
         self.address = check_address(address)
         self._loop = loop
+        self._on_message = on_message
+        self._on_bad_frame = on_bad_frame
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         try:
@@ -342,10 +346,20 @@ class Dialer:
             raise TransportError(f"cannot create a socket: {exc}") from exc
         self._socket.add_post_pipe_connect_cb(lambda _pipe: self._notify(self._connected))
         self._socket.add_post_pipe_remove_cb(lambda _pipe: self._notify(self._on_disconnect))
-        self._pump = ReceivePump(
-            self._socket, loop, lambda frames: sink([data for _peer, data in frames]), name
-        )
+        self._pump = ReceivePump(self._socket, loop, self._frames_arrived, name)
         self.outbox = Outbox(self._socket, loop, self._stuck, ack_every=FLOW_WINDOW)
+
+    def _frames_arrived(self, frames: list[tuple[object, bytes]]) -> None:
+        """Decode and account for each frame; hand its messages over one by one."""
+        for _pipe, data in frames:
+            try:
+                frame = self.outbox.receive(data)
+            except ProtocolError as exc:
+                log.error("dropping a frame from the control plane at %s: %s", self.address, exc)
+                self._on_bad_frame(exc)
+                continue
+            for message in frame.messages:
+                self._on_message(message)
 
     def _notify(self, callback: Callable[[], None]) -> None:
         # Pipe callbacks run on NNG's threads.

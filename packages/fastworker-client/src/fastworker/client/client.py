@@ -27,7 +27,6 @@ from fastworker.protocol import (
     FastworkerError,
     FrameTooLargeError,
     NotConnectedError,
-    ProtocolError,
     RequestTimeoutError,
     ResultTimeoutError,
     TaskNotFoundError,
@@ -126,7 +125,8 @@ class Client:
         self._dialer = Dialer(
             self.address,
             loop=self._loop,
-            sink=self._on_frames,
+            on_message=self._on_message,
+            on_bad_frame=self._fail_requests,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
         )
@@ -405,19 +405,6 @@ class Client:
             ) from None
         finally:
             self._requests.pop(request_id, None)
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        if self._dialer is None:
-            return
-        for data in frames:
-            try:
-                frame = self._dialer.outbox.receive(data)
-            except ProtocolError as exc:
-                log.error("dropping a frame from the control plane at %s: %s", self.address, exc)
-                self._fail_requests(exc)
-                continue
-            for message in frame.messages:
-                self._on_message(message)
 
     def _on_message(self, message: m.Message) -> None:
         if isinstance(message, m.Results):

@@ -19,7 +19,6 @@ from fastworker.protocol import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
     ConfigurationError,
-    ProtocolError,
 )
 from fastworker.protocol import messages as m
 
@@ -61,7 +60,6 @@ class Subworker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._lease_timeout = DEFAULT_LEASE_TIMEOUT
-        self._last_heard = time.monotonic()
         self._welcomed = asyncio.Event()
         self._draining = False
         self.refused: asyncio.Future[m.ErrorInfo] | None = None
@@ -75,7 +73,7 @@ class Subworker:
         self._dialer = Dialer(
             self.settings.control_plane_address,
             loop=loop,
-            sink=self._on_frames,
+            on_message=self._on_message,
             on_connect=self._hello,
             on_disconnect=self._welcomed.clear,
             name=f"fastworker-{self.settings.worker_id}",
@@ -119,7 +117,6 @@ class Subworker:
     def _hello(self) -> None:
         if self._dialer is None:
             return
-        self._last_heard = time.monotonic()
         self._dialer.outbox.put(
             m.WorkerHello(
                 request_id=1,
@@ -132,19 +129,6 @@ class Subworker:
                 auth_token=self.settings.auth_token or "",
             )
         )
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        self._last_heard = time.monotonic()
-        if self._dialer is None:
-            return
-        for data in frames:
-            try:
-                frame = self._dialer.outbox.receive(data)
-            except ProtocolError as exc:
-                log.error("dropping a frame from the control plane: %s", exc)
-                continue
-            for message in frame.messages:
-                self._on_message(message)
 
     def _on_message(self, message: m.Message) -> None:
         match message:
