@@ -62,6 +62,9 @@ FLOW_WINDOW: Final = 2
 """Frames a control plane may have unacknowledged by one peer. NNG's polyamorous pair1
 socket queues two frames per peer and silently drops the next: never more than this."""
 
+_ACK_DELAY: Final = 0.01
+"""Seconds a single unacknowledged frame waits for a frame to carry its acknowledgement."""
+
 _SEND_BUFFER_FRAMES: Final = 64
 """NNG's own queue of a client's socket. Small: frames queued while the control plane is
 away are sent when it returns, long after their requests timed out."""
@@ -183,6 +186,7 @@ class Outbox:
         self._received = 0
         self._acked_sent = 0
         """The ``acked`` count of the last frame sent."""
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._backlog: collections.deque[bytes] = collections.deque()
         self._backlog_task: asyncio.Task[None] | None = None
         self.closed = False
@@ -207,16 +211,32 @@ class Outbox:
         self._received += 1
         if self._ack_due():
             self._schedule()
+        elif self._ack_every is not None and self._ack_timer is None:
+            # Like TCP's delayed ack: one frame unacknowledged for a moment is acknowledged
+            # even if nothing else carries it, so the sender never waits on a count
+            # that went astray.
+            self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_now)
         frame = decode_frame(data)
-        if frame.acked > self._peer_acked:
-            self._peer_acked = frame.acked
+        # A peer cannot have received more than was sent; a count from before a
+        # reconnection must not open the window.
+        acked = min(frame.acked, self._sent)
+        if acked > self._peer_acked:
+            self._peer_acked = acked
             if self._messages:
                 self._schedule()
         return frame
 
+    def _ack_now(self) -> None:
+        self._ack_timer = None
+        if self._received > self._acked_sent and not self.closed:
+            self._send(encode_frame((), acked=self._received))
+
     def reset(self) -> None:
         """Start counting afresh: the connection was replaced by a new one."""
         self._sent = self._peer_acked = self._received = self._acked_sent = 0
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -301,6 +321,9 @@ class Outbox:
         """Drop what is queued; nothing more is sent."""
         self.closed = True
         self._drop_pending()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     def _drop_pending(self) -> None:
         self._messages.clear()
@@ -344,14 +367,23 @@ class Dialer:
             )
         except pynng.NNGException as exc:
             raise TransportError(f"cannot create a socket: {exc}") from exc
-        self._socket.add_post_pipe_connect_cb(lambda _pipe: self._notify(self._connected))
-        self._socket.add_post_pipe_remove_cb(lambda _pipe: self._notify(self._on_disconnect))
+        self._pipe_id: int | None = None
+        """The connection the frame counts belong to. Set in-band, by the first frame of
+        each connection: NNG's connect callback may reach the loop after that frame."""
+        self._socket.add_post_pipe_connect_cb(lambda _pipe: self._notify(self._on_connect))
+        self._socket.add_post_pipe_remove_cb(
+            lambda pipe: self._notify(lambda: self._disconnected(pipe.id))
+        )
         self._pump = ReceivePump(self._socket, loop, self._frames_arrived, name)
         self.outbox = Outbox(self._socket, loop, self._stuck, ack_every=FLOW_WINDOW)
 
     def _frames_arrived(self, frames: list[tuple[object, bytes]]) -> None:
         """Decode and account for each frame; hand its messages over one by one."""
-        for _pipe, data in frames:
+        for pipe, data in frames:
+            pipe_id = getattr(pipe, "id", None)
+            if pipe_id != self._pipe_id:
+                self.outbox.reset()  # a new connection counts its frames from zero
+                self._pipe_id = pipe_id
             try:
                 frame = self.outbox.receive(data)
             except ProtocolError as exc:
@@ -366,9 +398,12 @@ class Dialer:
         with contextlib.suppress(RuntimeError):  # loop already closed
             self._loop.call_soon_threadsafe(callback)
 
-    def _connected(self) -> None:
-        self.outbox.reset()  # a new connection counts its frames from zero
-        self._on_connect()
+    def _disconnected(self, pipe_id: int) -> None:
+        if pipe_id == self._pipe_id:
+            # Frames sent from now on go to the next connection, which has seen nothing.
+            self.outbox.reset()
+            self._pipe_id = None
+        self._on_disconnect()
 
     def _stuck(self, exc: BaseException) -> None:
         self._on_disconnect()
