@@ -16,7 +16,10 @@ DEMO = Path(__file__).parent.parent / "examples" / "demo" / "run_demo.py"
 @pytest.mark.timeout(90)
 def test_the_demo_runs_orders_and_stops_cleanly(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(DEMO), "--duration", "2", "--address", f"ipc://{tmp_path}/demo.sock"],
+        [
+            *(sys.executable, str(DEMO), "--duration", "2"),
+            *("--address", f"ipc://{tmp_path}/demo.sock", "--dashboard-port", "0"),
+        ],
         capture_output=True,
         text=True,
         timeout=80,

@@ -116,10 +116,23 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--address", default="tcp://127.0.0.1:5555")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=8080, help="0 picks a free port (default: 8080)"
+    )
     options = parser.parse_args()
     processes = [
-        start("control-plane", "--task-modules", "shop_tasks", "--address", options.address)
+        start(
+            "control-plane",
+            "--task-modules",
+            "shop_tasks",
+            "--address",
+            options.address,
+            "--dashboard-port",
+            str(options.dashboard_port),
+        )
     ]
+    if options.dashboard_port:
+        print(f"dashboard: http://127.0.0.1:{options.dashboard_port}", flush=True)
     try:
         for worker_id in ("fast-1", "fast-2"):
             processes.append(
