@@ -173,13 +173,7 @@ async def busy_control_plane(processes: Processes) -> AsyncGenerator[Setup, None
     """A control plane that runs nothing itself, one subworker of concurrency 1, a
     dashboard, and a client."""
     address = processes.address()
-    # FASTWORKER_DASHBOARD=0: no dashboard of the control plane's own, where it has one.
-    processes.fastworker(
-        *("control-plane", "--task-modules", "fw_tasks", "--address", address),
-        "--no-local-execution",
-        name="control-plane",
-        env={"FASTWORKER_DASHBOARD": "0"},
-    )
+    processes.control_plane(address, "--no-local-execution")
     client = await connect(address)
     try:
         processes.subworker(address, "busy-1", "--concurrency", "1")

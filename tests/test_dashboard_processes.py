@@ -43,12 +43,7 @@ async def _wait_for_status(url: str, status: int, *, timeout: float = 30) -> Any
 
 async def test_the_json_twins_show_what_the_control_plane_reports(processes: Processes) -> None:
     address = processes.address()
-    processes.fastworker(
-        *("control-plane", "--task-modules", "fw_tasks", "--address", address),
-        "--no-local-execution",
-        name="control-plane",
-        env={"FASTWORKER_DASHBOARD": "0"},
-    )
+    processes.control_plane(address, "--no-local-execution")
     client = await connect(address)
     try:
         processes.subworker(address, "solo", "--concurrency", "1")
