@@ -38,7 +38,6 @@ from fastworker.protocol import (
     ConfigurationError,
     FastworkerError,
     RejectedError,
-    TaskError,
     TaskPriority,
     TransportError,
 )
@@ -572,6 +571,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
 }
 
 
+_EXIT_CODES: tuple[tuple[type[Exception], int, str], ...] = (
+    # First match wins: the more specific errors come before FastworkerError.
+    (ConfigurationError, EXIT_USAGE, ""),
+    (json.JSONDecodeError, EXIT_USAGE, "invalid JSON: "),
+    (TransportError, EXIT_UNREACHABLE, ""),
+    (RejectedError, EXIT_REFUSED, "refused: "),
+    (FastworkerError, EXIT_TASK_FAILED, ""),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     options = build_parser().parse_args(argv)
@@ -582,24 +591,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(COMMANDS[options.command](options))
-    except ConfigurationError as exc:
-        print(f"fastworker: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except TransportError as exc:
-        print(f"fastworker: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except RejectedError as exc:
-        print(f"fastworker: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except TaskError as exc:
-        print(f"fastworker: {exc}", file=sys.stderr)
-        return EXIT_TASK_FAILED
-    except FastworkerError as exc:
-        print(f"fastworker: {exc}", file=sys.stderr)
-        return EXIT_TASK_FAILED
-    except json.JSONDecodeError as exc:
-        print(f"fastworker: invalid JSON: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (FastworkerError, json.JSONDecodeError) as exc:
+        code, prefix = next(
+            (code, prefix) for kind, code, prefix in _EXIT_CODES if isinstance(exc, kind)
+        )
+        print(f"fastworker: {prefix}{exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
