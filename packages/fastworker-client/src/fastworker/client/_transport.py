@@ -5,10 +5,10 @@
 """The connection to a control plane: the one module of the client that imports pynng.
 
 Design, measured on the development machine: a pynng call through its asyncio API costs
-about 170-225 us, a blocking call about 40 us. So each socket gets one receiver thread
-doing blocking receives and handing frames to the event loop in bulk (one wake-up for
-however many frames arrived meanwhile), and sends go out with non-blocking calls from
-the loop; only when NNG's send buffer is full does a frame wait for an async send.
+about 170-225 us, a non-blocking call a few. So the event loop polls each socket's
+readiness descriptor and receives every frame waiting with non-blocking calls, and sends
+go out with non-blocking calls too; only when NNG's send buffer is full does a frame
+wait for an async send. No thread of ours sits between NNG and the loop.
 
 Outgoing messages are batched: :class:`Outbox` gathers every message queued for one
 peer during a turn of the event loop and sends them as one frame.
@@ -23,7 +23,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import threading
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -94,12 +93,18 @@ class FrameSink(Protocol):
 
 
 class ReceivePump:
-    """Blocking receives on a thread; frames reach the loop in bulk.
+    """Receives on the event loop thread, woken by the socket's readiness descriptor.
 
-    The thread appends to a deque and wakes the loop only when the deque was empty, so
-    under load one wake-up carries many frames. The peer handed along is the NNG pipe
-    the frame arrived on (``None`` when the socket does not say).
+    NNG marks a descriptor readable while the socket holds a received frame; the loop
+    polls it with the rest of its I/O, and each wake-up takes every frame that is there
+    (up to a bound, so one busy peer cannot starve the loop) with non-blocking receives.
+    This measured faster than a receiver thread handing frames over with
+    ``call_soon_threadsafe``: no thread switch and no wake-up write per burst. The peer
+    handed along is the NNG pipe the frame arrived on (``None`` when the socket does
+    not say).
     """
+
+    MAX_FRAMES_PER_WAKE: Final = 256
 
     def __init__(
         self, socket: pynng.Socket, loop: asyncio.AbstractEventLoop, sink: FrameSink, name: str
@@ -107,39 +112,37 @@ class ReceivePump:
         self._socket = socket
         self._loop = loop
         self._sink = sink
-        self._pending: collections.deque[tuple[object, bytes]] = collections.deque()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
+        self._fd: int | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        """Start receiving; call on the loop thread."""
+        self._fd = self._socket.recv_fd
+        self._loop.add_reader(self._fd, self._readable)
 
-    def join(self, timeout: float) -> None:
-        """Wait for the thread after its socket was closed."""
-        self._thread.join(timeout)
+    def stop(self) -> None:
+        """Stop receiving, before the socket closes (its descriptor goes with it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None and not self._loop.is_closed():
+            self._loop.remove_reader(fd)
 
-    def _run(self) -> None:
-        while True:
+    def _readable(self) -> None:
+        frames: list[tuple[object, bytes]] = []
+        receive = self._socket.recv_msg
+        for _ in range(self.MAX_FRAMES_PER_WAKE):
             try:
-                message = self._socket.recv_msg()
+                message = receive(block=False)
+            except pynng.TryAgain:
+                break
             except pynng.Closed:
-                return
-            except pynng.NNGException:
-                continue  # a single failed receive (reset peer) does not end the socket
-            with self._lock:
-                wake = not self._pending
-                self._pending.append((message.pipe, message.bytes))
-            if wake:
-                try:
-                    self._loop.call_soon_threadsafe(self._drain)
-                except RuntimeError:  # the loop is closed: nobody is listening any more
-                    return
-
-    def _drain(self) -> None:
-        with self._lock:
-            frames = list(self._pending)
-            self._pending.clear()
-        self._sink(frames)
+                self.stop()
+                break
+            except pynng.NNGException as exc:  # a single failed receive does not end it
+                log.debug("%s: a receive failed: %s", self._name, exc)
+                break
+            frames.append((message.pipe, message.bytes))
+        if frames:
+            self._sink(frames)
 
 
 class _Sender(Protocol):
@@ -417,11 +420,11 @@ class Dialer:
         self._pump.start()
 
     def close(self) -> None:
-        """Close the socket; the receiver thread ends with it."""
+        """Stop receiving and close the socket."""
         self.outbox.close()
+        self._pump.stop()
         with contextlib.suppress(pynng.NNGException):
             self._socket.close()
-        self._pump.join(timeout=2.0)
 
     @property
     def connected(self) -> bool:

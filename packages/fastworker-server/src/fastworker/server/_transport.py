@@ -6,8 +6,8 @@
 
 One NNG pair1 socket in polyamorous mode takes every client and subworker connection;
 each connection is an NNG pipe, and replies go back on the pipe the request came on.
-Receiving and batching reuse the client's transport (a receiver thread, one frame per
-peer per turn of the event loop).
+Receiving and batching reuse the client's transport (receives on the event loop thread,
+one frame per peer per turn of the loop).
 """
 
 from __future__ import annotations
@@ -106,9 +106,9 @@ class Listener:
         """Stop listening and drop every connection."""
         for peer in list(self.peers.values()):
             peer.outbox.close()
+        self._pump.stop()
         with contextlib.suppress(pynng.NNGException):
             self._socket.close()
-        self._pump.join(timeout=2.0)
 
     def _peer(self, pipe: object) -> Peer:
         if not isinstance(pipe, pynng.Pipe):
