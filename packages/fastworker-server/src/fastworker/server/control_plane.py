@@ -52,7 +52,7 @@ from fastworker.protocol import messages as m
 from ._transport import Listener, Peer
 from ._version import __version__
 from .queue import PriorityQueue
-from .runner import TaskRunner
+from .runner import Run, TaskRunner
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
@@ -200,7 +200,7 @@ class ControlPlane:
         self._dispatch_scheduled = False
         self._local: _Worker | None = None
         self._runner: TaskRunner | None = None
-        self._local_runs: set[asyncio.Task[None]] = set()
+        self._local_runs: dict[str, Run] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
@@ -218,7 +218,10 @@ class ControlPlane:
         now = time.time()
         if self.settings.local_execution:
             self._runner = TaskRunner(
-                self.registry, worker_id=LOCAL_WORKER_ID, threads=self.settings.local_concurrency
+                self.registry,
+                worker_id=LOCAL_WORKER_ID,
+                threads=self.settings.local_concurrency,
+                loop=self._loop,
             )
             self._local = _Worker(
                 worker_id=LOCAL_WORKER_ID,
@@ -250,8 +253,9 @@ class ControlPlane:
             if worker.peer is not None:
                 worker.peer.outbox.put(m.Goodbye(reason="control plane stopping"))
                 worker.peer.outbox.flush()
-        for run in list(self._local_runs):
-            run.cancel()
+        for run in self._local_runs.values():
+            run.discard()
+        self._local_runs.clear()
         listener, self._listener = self._listener, None
         listener.close()
         if self._runner is not None:
@@ -514,13 +518,10 @@ class ControlPlane:
     def _run_locally(self, assignment: m.TaskAssignment) -> None:
         assert self._loop is not None
         assert self._runner is not None
-        run = self._loop.create_task(self._local_run(assignment))
-        self._local_runs.add(run)
-        run.add_done_callback(self._local_runs.discard)
+        self._local_runs[assignment.task_id] = self._runner.start(assignment, self._local_run_done)
 
-    async def _local_run(self, assignment: m.TaskAssignment) -> None:
-        assert self._runner is not None
-        outcome = await self._runner.run(assignment)
+    def _local_run_done(self, outcome: m.TaskOutcome) -> None:
+        self._local_runs.pop(outcome.task_id, None)
         self._task_done(self._local, outcome)
         self._schedule_dispatch()
 

@@ -1,23 +1,24 @@
 """Running one leased task: decode its arguments, call the function, encode the outcome.
 
 Shared by subworkers and by the control plane when it runs tasks itself. Async tasks run
-on the event loop; sync tasks run in a bounded thread pool so they never block it. A
-task past its time limit is reported as TaskTimeoutError at once: an async task is
-cancelled; a sync one cannot be interrupted by Python, so its thread finishes on its own
-and its late value is discarded.
+on the event loop; sync tasks run whole (arguments, call, encoding) on a bounded set of
+threads so they never block it. Outcomes go to a callback on the loop thread rather
+than through a future per task: a subworker gathers them into one frame. A task past
+its time limit is reported as TaskTimeoutError at once: an async task is cancelled; a
+sync one cannot be interrupted by Python, so its thread finishes on its own and its late
+value is discarded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from fastworker.client.tasks import TaskRegistry
+from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import (
     MAX_PAYLOAD_BYTES,
     FastworkerError,
@@ -32,48 +33,152 @@ from fastworker.protocol import (
 )
 from fastworker.protocol.messages import ErrorInfo, TaskAssignment, TaskOutcome
 
-__all__ = ["TaskRunner"]
+from .threads import ThreadLane
+
+__all__ = ["OutcomeCallback", "Run", "TaskRunner"]
 
 _TRACEBACK_LIMIT = 32 * 1024
 
 
-class TaskRunner:
-    """Runs assignments against a registry of tasks."""
+OutcomeCallback = Callable[[TaskOutcome], None]
 
-    def __init__(self, registry: TaskRegistry, *, worker_id: str, threads: int) -> None:
+
+class Run:
+    """One task started by :meth:`TaskRunner.start`; its outcome reaches the callback
+    once, unless the run is discarded first."""
+
+    __slots__ = ("_on_done", "assignment", "async_task", "finished", "timer")
+
+    def __init__(self, assignment: TaskAssignment, on_done: OutcomeCallback) -> None:
+        self.assignment = assignment
+        self.finished = False
+        self._on_done = on_done
+        self.timer: asyncio.TimerHandle | None = None
+        """Reports the time limit's outcome for a sync task, unless it finishes first."""
+        self.async_task: asyncio.Task[Any] | None = None
+
+    def discard(self) -> None:
+        """Forget this run: no outcome is reported. An async task is cancelled; a sync
+        one finishes on its thread (Python cannot interrupt it)."""
+        self.finished = True
+        self._stop_timer()
+        if self.async_task is not None:
+            self.async_task.cancel()
+
+    def report(self, outcome: TaskOutcome) -> None:
+        """Hand the outcome to the callback, if nothing has ended the run yet."""
+        if self.finished:
+            return  # timed out or discarded already: a late value is dropped
+        self.finished = True
+        self._stop_timer()
+        self._on_done(outcome)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class TaskRunner:
+    """Runs assignments against a registry of tasks: async ones on the event loop, sync
+    ones on a :class:`ThreadLane` of ``threads`` threads."""
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        *,
+        worker_id: str,
+        threads: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.registry = registry
         self.worker_id = worker_id
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix=f"fastworker-{worker_id}"
+        self._loop = loop
+        self._threads: ThreadLane[TaskOutcome] = ThreadLane(
+            loop, threads=threads, name=f"fastworker-{worker_id}"
         )
-        # The pool's own futures: they finish when the thread does, unlike the asyncio
-        # wrappers, which finish as soon as the caller stops waiting.
-        self._in_threads: set[concurrent.futures.Future[Any]] = set()
 
     @property
     def threads_busy(self) -> int:
-        """Sync tasks still running in threads, including ones whose caller gave up."""
-        return len(self._in_threads)
+        """Sync tasks still running in threads, including ones whose outcome is dropped."""
+        return self._threads.running
 
     def close(self) -> None:
-        """Stop the thread pool; running sync tasks finish in their threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Start nothing more; running sync tasks finish in their threads."""
+        self._threads.close()
 
-    async def run(self, assignment: TaskAssignment) -> TaskOutcome:
-        """Run one task to its outcome. Never raises for anything the task does."""
+    def start(self, assignment: TaskAssignment, on_done: OutcomeCallback) -> Run:
+        """Start one task; ``on_done`` gets its outcome on the loop thread, never before
+        this returns, whatever the task does (raising, running past its limit), unless
+        the run is discarded."""
+        run = Run(assignment, on_done)
         started = time.time()
+        task = self.registry.get(assignment.name)
+        if task is None:
+            error = UnknownTaskError(
+                f"worker {self.worker_id} has no task named {assignment.name!r}"
+            )
+            # Reported on the next turn, like every outcome: the caller records the run
+            # after start() returns.
+            self._loop.call_soon(run.report, self._failed(assignment, started, _error_info(error)))
+            return run
+        limit = assignment.timeout if assignment.timeout is not None else task.timeout
+        if task.is_async:
+            run.async_task = self._loop.create_task(self._run_async(task, run, started, limit))
+            return run
+        if limit is not None:
+            run.timer = self._loop.call_later(
+                limit,
+                run.report,
+                self._failed(assignment, started, _error_info(_timed_out(assignment, limit))),
+            )
+        self._threads.submit(
+            functools.partial(self._run_sync, task, assignment, started),
+            run.report,
+        )
+        return run
+
+    def _run_sync(
+        self, task: Task[..., object], assignment: TaskAssignment, started: float
+    ) -> TaskOutcome:
+        """The whole of a sync task, on its thread: arguments, call, encoded value."""
         try:
-            value = await self._call(assignment)
-            encoded = encode_value(value)
-            if len(encoded) > MAX_PAYLOAD_BYTES:
-                raise FrameTooLargeError(
-                    f"the result of task {assignment.name!r} takes {len(encoded)} bytes "
-                    f"encoded; the limit is {MAX_PAYLOAD_BYTES}"
-                )
+            args, kwargs = _arguments(task, assignment)
+            value = task.fn(*args, **kwargs)
+            return self._succeeded(assignment, started, value)
         except FastworkerError as exc:
             return self._failed(assignment, started, _error_info(exc))
         except Exception as exc:
             return self._failed(assignment, started, _raised(exc))
+
+    async def _run_async(
+        self, task: Task[..., object], run: Run, started: float, limit: float | None
+    ) -> None:
+        assignment = run.assignment
+        try:
+            args, kwargs = _arguments(task, assignment)
+            call = cast("Awaitable[Any]", task.fn(*args, **kwargs))
+            if limit is None:
+                value = await call  # no wrapping task: this is every async task's hot path
+            else:
+                try:
+                    value = await asyncio.wait_for(call, limit)
+                except asyncio.TimeoutError:
+                    raise _timed_out(assignment, limit) from None
+            outcome = self._succeeded(assignment, started, value)
+        except FastworkerError as exc:
+            outcome = self._failed(assignment, started, _error_info(exc))
+        except Exception as exc:
+            outcome = self._failed(assignment, started, _raised(exc))
+        run.report(outcome)
+
+    def _succeeded(self, assignment: TaskAssignment, started: float, value: object) -> TaskOutcome:
+        encoded = encode_value(value)
+        if len(encoded) > MAX_PAYLOAD_BYTES:
+            raise FrameTooLargeError(
+                f"the result of task {assignment.name!r} takes {len(encoded)} bytes "
+                f"encoded; the limit is {MAX_PAYLOAD_BYTES}"
+            )
         return TaskOutcome(
             task_id=assignment.task_id,
             status=TaskStatus.SUCCEEDED,
@@ -82,34 +187,6 @@ class TaskRunner:
             started_at=started,
             finished_at=time.time(),
         )
-
-    async def _call(self, assignment: TaskAssignment) -> Any:
-        task = self.registry.get(assignment.name)
-        if task is None:
-            raise UnknownTaskError(f"worker {self.worker_id} has no task named {assignment.name!r}")
-        args = decode_value(assignment.args)
-        kwargs = decode_value(assignment.kwargs)
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise InvalidArgumentsError("arguments must be a list and keyword arguments a map")
-        task.check_arguments(args, kwargs)  # pyright: ignore[reportUnknownArgumentType]
-        limit = assignment.timeout if assignment.timeout is not None else task.timeout
-        call: Awaitable[Any]
-        if task.is_async:
-            call = cast("Awaitable[Any]", task.fn(*args, **kwargs))  # pyright: ignore[reportUnknownArgumentType]
-        else:
-            function = functools.partial(task.fn, *args, **kwargs)  # pyright: ignore[reportUnknownArgumentType]
-            in_thread = self._pool.submit(function)
-            self._in_threads.add(in_thread)
-            in_thread.add_done_callback(self._in_threads.discard)
-            call = asyncio.wrap_future(in_thread)
-        if limit is None:
-            return await call  # no wrapping task: this is every task's hot path
-        try:
-            return await asyncio.wait_for(call, limit)
-        except asyncio.TimeoutError:
-            raise TaskTimeoutError(
-                f"task {assignment.name!r} ran past its time limit of {limit} s"
-            ) from None
 
     def _failed(self, assignment: TaskAssignment, started: float, error: ErrorInfo) -> TaskOutcome:
         return TaskOutcome(
@@ -120,6 +197,21 @@ class TaskRunner:
             started_at=started,
             finished_at=time.time(),
         )
+
+
+def _arguments(
+    task: Task[..., object], assignment: TaskAssignment
+) -> tuple[list[Any], dict[str, Any]]:
+    args = decode_value(assignment.args)
+    kwargs = decode_value(assignment.kwargs)
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise InvalidArgumentsError("arguments must be a list and keyword arguments a map")
+    task.check_arguments(args, kwargs)  # pyright: ignore[reportUnknownArgumentType]
+    return args, kwargs  # pyright: ignore[reportUnknownVariableType]
+
+
+def _timed_out(assignment: TaskAssignment, limit: float) -> TaskTimeoutError:
+    return TaskTimeoutError(f"task {assignment.name!r} ran past its time limit of {limit} s")
 
 
 def _error_info(exc: FastworkerError) -> ErrorInfo:

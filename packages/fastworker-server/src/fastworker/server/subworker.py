@@ -5,6 +5,7 @@ itself again, so a restarted control plane learns about it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -23,7 +24,7 @@ from fastworker.protocol import (
 from fastworker.protocol import messages as m
 
 from ._version import __version__
-from .runner import TaskRunner
+from .runner import Run, TaskRunner
 
 __all__ = ["Subworker", "SubworkerSettings"]
 
@@ -53,11 +54,14 @@ class Subworker:
             raise ConfigurationError("a subworker needs a worker id")
         self.registry = registry
         self.settings = settings
-        self._runner = TaskRunner(
-            registry, worker_id=settings.worker_id, threads=settings.concurrency
-        )
+        self._runner: TaskRunner | None = None
         self._dialer: Dialer | None = None
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, Run] = {}
+        self._idle = asyncio.Event()
+        """Set while no task runs: what a draining stop waits for."""
+        self._idle.set()
+        self._outcomes: list[m.TaskOutcome] = []
+        """Finished this turn of the loop; they leave together in one TasksDone."""
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._lease_timeout = DEFAULT_LEASE_TIMEOUT
         self._welcomed = asyncio.Event()
@@ -70,6 +74,12 @@ class Subworker:
         """Start dialing the control plane; returns at once."""
         loop = asyncio.get_running_loop()
         self.refused = loop.create_future()
+        self._runner = TaskRunner(
+            self.registry,
+            worker_id=self.settings.worker_id,
+            threads=self.settings.concurrency,
+            loop=loop,
+        )
         self._dialer = Dialer(
             self.settings.control_plane_address,
             loop=loop,
@@ -89,15 +99,18 @@ class Subworker:
         """Drain: take no more work, let running tasks finish within the drain timeout,
         hand back the rest, say goodbye, close."""
         self._draining = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout)
+        self._send_outcomes()
         if self._running:
-            _done, pending = await asyncio.wait(
-                list(self._running.values()), timeout=self.settings.drain_timeout
-            )
-            if pending and self._dialer is not None:
-                unfinished = [tid for tid, run in self._running.items() if run in pending]
-                self._dialer.outbox.put(m.HandBack(task_ids=unfinished))
-                for run in pending:
-                    run.cancel()
+            unfinished = list(self._running.values())
+            self._running.clear()
+            for run in unfinished:
+                run.discard()
+            if self._dialer is not None:
+                self._dialer.outbox.put(
+                    m.HandBack(task_ids=[run.assignment.task_id for run in unfinished])
+                )
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         if self._dialer is not None:
@@ -107,12 +120,13 @@ class Subworker:
             # Give NNG a moment to put the last frame on the wire before closing.
             await asyncio.sleep(0.05)
             dialer.close()
-        self._runner.close()
+        if self._runner is not None:
+            self._runner.close()
 
     @property
     def threads_busy(self) -> int:
         """Sync tasks still running in threads after stop(): Python cannot interrupt them."""
-        return self._runner.threads_busy
+        return 0 if self._runner is None else self._runner.threads_busy
 
     def _hello(self) -> None:
         if self._dialer is None:
@@ -148,19 +162,25 @@ class Subworker:
                 pass  # heartbeats and goodbyes: hearing anything is what counts
 
     def _start(self, assignment: m.TaskAssignment) -> None:
-        if self._draining and self._dialer is not None:
+        if (self._draining or self._runner is None) and self._dialer is not None:
             self._dialer.outbox.put(m.HandBack(task_ids=[assignment.task_id]))
             return
-        run = asyncio.get_running_loop().create_task(self._run(assignment))
-        self._running[assignment.task_id] = run
+        assert self._runner is not None
+        self._idle.clear()
+        self._running[assignment.task_id] = self._runner.start(assignment, self._finished)
 
-    async def _run(self, assignment: m.TaskAssignment) -> None:
-        try:
-            outcome = await self._runner.run(assignment)
-        finally:
-            self._running.pop(assignment.task_id, None)
-        if self._dialer is not None:
-            self._dialer.outbox.put(m.TasksDone(outcomes=[outcome]))
+    def _finished(self, outcome: m.TaskOutcome) -> None:
+        self._running.pop(outcome.task_id, None)
+        if not self._running:
+            self._idle.set()
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._send_outcomes)
+        self._outcomes.append(outcome)
+
+    def _send_outcomes(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if outcomes and self._dialer is not None:
+            self._dialer.outbox.put(m.TasksDone(outcomes=outcomes))
 
     async def _heartbeat(self) -> None:
         while True:

@@ -1,0 +1,204 @@
+"""The task runner and its thread lane: outcomes of sync and async tasks, time limits,
+discarding, and the bound on threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from fastworker.client.tasks import Task, TaskRegistry
+from fastworker.protocol import TaskStatus, decode_value, encode_value
+from fastworker.protocol.messages import TaskAssignment, TaskOutcome
+from fastworker.server.runner import TaskRunner
+from fastworker.server.threads import ThreadLane
+
+WAIT = 10.0
+"""Seconds any outcome may take to arrive before the test fails."""
+
+release = threading.Event()
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+async def add_async(x: int, y: int) -> int:
+    await asyncio.sleep(0)
+    return x + y
+
+
+def boom() -> None:
+    raise ValueError("no luck")
+
+
+def wait_for_release() -> str:
+    release.wait(WAIT)
+    return "released"
+
+
+async def sleep_long() -> None:
+    await asyncio.sleep(WAIT)
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def _registry() -> TaskRegistry:
+    registry = TaskRegistry()
+    registry.register(Task(add))
+    registry.register(Task(add_async))
+    registry.register(Task(boom))
+    registry.register(Task(wait_for_release))
+    registry.register(Task(sleep_long))
+    registry.register(Task(thread_name))
+    return registry
+
+
+def _assignment(name: str, *args: object, timeout: float | None = None) -> TaskAssignment:
+    return TaskAssignment(
+        task_id=f"{name}-{time.monotonic_ns()}",
+        name=name,
+        args=encode_value(list(args)),
+        kwargs=encode_value({}),
+        timeout=timeout,
+    )
+
+
+class _Outcomes:
+    """Collects outcomes and lets a test wait for a number of them, with a bound."""
+
+    def __init__(self) -> None:
+        self.items: list[TaskOutcome] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, outcome: TaskOutcome) -> None:
+        self.items.append(outcome)
+        self._changed.set()
+
+    async def wait(self, count: int) -> list[TaskOutcome]:
+        async def enough() -> None:
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(enough(), WAIT)
+        return self.items
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[TaskRunner]:
+    release.clear()
+    runner = TaskRunner(_registry(), worker_id="w", threads=4, loop=asyncio.get_running_loop())
+    yield runner
+    release.set()
+    runner.close()
+
+
+async def test_sync_and_async_tasks_report_their_values(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    for i in range(50):
+        runner.start(_assignment("add", i, 1), outcomes)
+        runner.start(_assignment("add_async", i, 2), outcomes)
+    done = await outcomes.wait(100)
+    assert all(o.status is TaskStatus.SUCCEEDED for o in done)
+    values = sorted(decode_value(o.value) for o in done)
+    assert values == sorted([i + 1 for i in range(50)] + [i + 2 for i in range(50)])
+
+
+async def test_an_exception_becomes_a_failed_outcome_with_its_type(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("boom"), outcomes)
+    (outcome,) = await outcomes.wait(1)
+    assert outcome.status is TaskStatus.FAILED
+    assert outcome.error is not None
+    assert outcome.error.remote_type == "builtins.ValueError"
+    assert "no luck" in outcome.error.message
+
+
+async def test_unknown_task_and_bad_arguments_fail_without_running(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("nope"), outcomes)
+    runner.start(_assignment("add", 1), outcomes)
+    codes = sorted(o.error.code for o in await outcomes.wait(2) if o.error is not None)
+    assert codes == ["invalid_arguments", "unknown_task"]
+
+
+async def test_a_sync_task_past_its_limit_is_reported_at_once_and_its_late_value_dropped(
+    runner: TaskRunner,
+) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("wait_for_release", timeout=0.05), outcomes)
+    (outcome,) = await outcomes.wait(1)
+    assert outcome.error is not None
+    assert outcome.error.code == "task_timeout"
+    assert runner.threads_busy == 1  # Python cannot stop the thread
+    release.set()
+    await asyncio.wait_for(_until(lambda: runner.threads_busy == 0), WAIT)
+    await asyncio.sleep(0)  # a late value would be delivered on this turn
+    assert len(outcomes.items) == 1
+
+
+async def test_an_async_task_past_its_limit_is_cancelled(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("sleep_long", timeout=0.05), outcomes)
+    (outcome,) = await outcomes.wait(1)
+    assert outcome.error is not None
+    assert outcome.error.code == "task_timeout"
+
+
+async def test_a_discarded_run_reports_nothing(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("sleep_long"), outcomes).discard()
+    runner.start(_assignment("wait_for_release"), outcomes).discard()
+    runner.start(_assignment("add", 1, 1), outcomes)
+    release.set()
+    (outcome,) = await outcomes.wait(1)
+    assert decode_value(outcome.value) == 2
+    await asyncio.wait_for(_until(lambda: runner.threads_busy == 0), WAIT)
+    await asyncio.sleep(0)
+    assert len(outcomes.items) == 1
+
+
+async def test_sync_tasks_never_use_more_threads_than_the_limit(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    for _ in range(8):
+        runner.start(_assignment("wait_for_release"), outcomes)
+    await asyncio.wait_for(_until(lambda: runner.threads_busy == 4), WAIT)
+    for _ in range(4):
+        runner.start(_assignment("thread_name"), outcomes)
+    release.set()
+    done = await outcomes.wait(12)
+    names = {decode_value(o.value) for o in done} - {"released"}
+    assert len(names) <= 4
+
+
+async def test_a_closed_lane_runs_nothing_more() -> None:
+    release.clear()
+    lane: ThreadLane[int] = ThreadLane(asyncio.get_running_loop(), threads=1, name="t")
+    results: list[int] = []
+    started = threading.Event()
+
+    def hold() -> int:
+        started.set()
+        release.wait(WAIT)
+        return 1
+
+    lane.submit(hold, results.append)
+    assert await asyncio.to_thread(started.wait, WAIT)
+    lane.submit(lambda: 2, results.append)  # queued behind the running one
+    lane.close()
+    release.set()
+    await asyncio.wait_for(_until(lambda: lane.running == 0), WAIT)
+    await asyncio.sleep(0)  # a result would be delivered on this turn
+    assert results == []
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    # Polls: the counters are changed by threads, which have no event to await.
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
