@@ -67,6 +67,19 @@ async def test_a_peer_acknowledges_at_once_when_the_window_would_close() -> None
     assert [f.acked for f in peer_socket.frames] == [2]
 
 
+async def test_a_reply_queued_by_the_woken_waiter_carries_the_acknowledgement() -> None:
+    # A sequential caller: the second frame wakes a waiter (a callback on the next turn,
+    # as a future wakes its task), which sends its next request at once. The count goes
+    # with that request rather than in an empty frame of its own.
+    loop = asyncio.get_running_loop()
+    _plane, _, peer, peer_socket = _outboxes(loop)
+    peer.receive(encode_frame([m.Heartbeat(sent_at=1.0)]))
+    peer.receive(encode_frame([m.Heartbeat(sent_at=2.0)]))
+    loop.call_soon(peer.put, m.Heartbeat(sent_at=3.0))
+    await _turn()
+    assert [(f.acked, len(f.messages)) for f in peer_socket.frames] == [(2, 1)]
+
+
 async def test_a_single_frame_is_acknowledged_after_a_short_delay() -> None:
     _plane, _, peer, peer_socket = _outboxes(asyncio.get_running_loop())
     peer.receive(encode_frame([m.Heartbeat(sent_at=1.0)]))

@@ -117,8 +117,9 @@ class ReceivePump:
 
     def start(self) -> None:
         """Start receiving; call on the loop thread."""
-        self._fd = self._socket.recv_fd
-        self._loop.add_reader(self._fd, self._readable)
+        fd: int = self._socket.recv_fd
+        self._fd = fd
+        self._loop.add_reader(fd, self._readable)
 
     def stop(self) -> None:
         """Stop receiving, before the socket closes (its descriptor goes with it)."""
@@ -213,7 +214,11 @@ class Outbox:
         """
         self._received += 1
         if self._ack_due():
-            self._schedule()
+            # One turn later than the messages of this frame wake their waiters: a
+            # waiter that answers at once (the next request of a sequential caller)
+            # queues its message first, and the acknowledgement rides along with it
+            # instead of taking a frame of its own.
+            self._loop.call_soon(self._schedule)
         elif self._ack_every is not None and self._ack_timer is None:
             # Like TCP's delayed ack: one frame unacknowledged for a moment is acknowledged
             # even if nothing else carries it, so the sender never waits on a count
