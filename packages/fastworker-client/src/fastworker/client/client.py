@@ -50,7 +50,6 @@ CompletionCallback = Callable[[TaskResult], "Awaitable[None] | None"]
 """Called in the client with the finished task; may be sync or async."""
 
 _Reply = TypeVar("_Reply", bound=m.Message)
-_T = TypeVar("_T")
 _MAX_NAME: Final = 256
 _MAX_ID: Final = 128
 
@@ -277,7 +276,9 @@ class Client:
         try:
             if task_id not in self._expected:
                 await self._watch([task_id])
-            return await self._within(future, timeout)
+            if timeout is not None:
+                self._bound(future, timeout)
+            return await future
         except _Expired:
             raise ResultTimeoutError(
                 f"task {task_id} did not finish within {timeout} s; it goes on running"
@@ -369,14 +370,13 @@ class Client:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    async def _within(self, future: asyncio.Future[_T], timeout: float | None) -> _T:
-        """Await ``future`` for at most ``timeout`` seconds (None: unbounded); raises
-        _Expired after that."""
-        if timeout is not None:
-            if self._deadlines is None:
-                raise NotConnectedError("the client is not started; use `async with Client()`")
-            self._deadlines.add(future, timeout)
-        return await future
+    def _bound(self, future: asyncio.Future[Any], timeout: float) -> None:
+        """Fail ``future`` with _Expired if it is not done within ``timeout`` seconds.
+        (Callers await the future themselves: a coroutine in between would cost a frame
+        on every wake-up of the hot path.)"""
+        if self._deadlines is None:
+            raise NotConnectedError("the client is not started; use `async with Client()`")
+        self._deadlines.add(future, timeout)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._dialer is None or self._loop is None:
@@ -398,7 +398,8 @@ class Client:
         bound = self.request_timeout if timeout is None else timeout
         try:
             self._dialer.outbox.put(build(request_id))
-            return await self._within(future, bound)
+            self._bound(future, bound)
+            return await future
         except _Expired:
             raise RequestTimeoutError(
                 f"the control plane at {self.address} did not answer within {bound} s"
