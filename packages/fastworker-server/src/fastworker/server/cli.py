@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from .control_plane import ControlPlane
 
 _CPU_COUNT = max(os.cpu_count() or 1, 1)
+_GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation (Python's default: 700)."""
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -375,6 +378,7 @@ async def _serve_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await service.start()
+    _tune_garbage_collector()
     waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
     refusal = refused()
     if refusal is not None:
@@ -391,6 +395,19 @@ async def _serve_until_signalled(
         logging.shutdown()
         os._exit(EXIT_OK)  # skip the interpreter's join of the pool threads
     return EXIT_OK
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles less often in our own long-running processes.
+
+    Every task allocates a few dozen short-lived objects, nearly all freed by reference
+    counting; with the default threshold the cycle collector ran every few tasks and
+    walked every young object, queued tasks included. Objects alive after start-up
+    (modules, the registry) are frozen out of its scans. Cycles are still collected.
+    """
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, gen1, gen2)
 
 
 class _WithDashboard:
