@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import socket
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
@@ -513,13 +514,18 @@ class _Expired(Exception):
 class _Deadlines:
     """Bounds on many waits with one timer per 50 ms of deadlines, not one per wait: a
     client waits twice per task (its acceptance, its result), and per-wait timers were a
-    sixth of its time under load. A wait may end up to 50 ms after its bound."""
+    sixth of its time under load. A wait may end up to 50 ms after its bound.
+
+    Buckets hold weak references: a wait that ended long before its bound must not keep
+    its future (and the reply in it) alive, nor grow what the cycle collector walks,
+    until the bound passes.
+    """
 
     GRANULARITY: Final = 0.05
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._buckets: dict[int, list[asyncio.Future[Any]]] = {}
+        self._buckets: dict[int, list[weakref.ref[asyncio.Future[Any]]]] = {}
 
     def add(self, future: asyncio.Future[Any], timeout: float) -> None:
         """Fail ``future`` with _Expired if it is not done ``timeout`` seconds from now."""
@@ -528,11 +534,12 @@ class _Deadlines:
         if bucket is None:
             bucket = self._buckets[slot] = []
             self._loop.call_at(slot * self.GRANULARITY, self._expire, slot)
-        bucket.append(future)
+        bucket.append(weakref.ref(future))
 
     def _expire(self, slot: int) -> None:
-        for future in self._buckets.pop(slot, ()):
-            if not future.done():
+        for reference in self._buckets.pop(slot, ()):
+            future = reference()
+            if future is not None and not future.done():
                 future.set_exception(_Expired())
 
 
