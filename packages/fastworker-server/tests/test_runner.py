@@ -136,6 +136,9 @@ async def test_a_sync_task_past_its_limit_is_reported_at_once_and_its_late_value
     (outcome,) = await outcomes.wait(1)
     assert outcome.error is not None
     assert outcome.error.code == "task_timeout"
+    assert outcome.started_at is not None
+    assert outcome.finished_at is not None
+    assert outcome.finished_at - outcome.started_at >= 0.04  # when the limit passed
     assert runner.threads_busy == 1  # Python cannot stop the thread
     release.set()
     await asyncio.wait_for(_until(lambda: runner.threads_busy == 0), WAIT)

@@ -516,7 +516,6 @@ class ControlPlane:
         return any(name in worker.task_names for worker in self._candidates())
 
     def _run_locally(self, assignment: m.TaskAssignment) -> None:
-        assert self._loop is not None
         assert self._runner is not None
         self._local_runs[assignment.task_id] = self._runner.start(assignment, self._local_run_done)
 

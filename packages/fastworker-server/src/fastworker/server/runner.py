@@ -127,16 +127,18 @@ class TaskRunner:
             run.async_task = self._loop.create_task(self._run_async(task, run, started, limit))
             return run
         if limit is not None:
-            run.timer = self._loop.call_later(
-                limit,
-                run.report,
-                self._failed(assignment, started, _error_info(_timed_out(assignment, limit))),
-            )
+            run.timer = self._loop.call_later(limit, self._expire, run, started, limit)
         self._threads.submit(
             functools.partial(self._run_sync, task, assignment, started),
             run.report,
         )
         return run
+
+    def _expire(self, run: Run, started: float, limit: float) -> None:
+        """A sync task's time limit passed: report it now (built now, so the outcome
+        says when it ended); the thread's late value will be dropped."""
+        error = _error_info(_timed_out(run.assignment, limit))
+        run.report(self._failed(run.assignment, started, error))
 
     def _run_sync(
         self, task: Task[..., object], assignment: TaskAssignment, started: float

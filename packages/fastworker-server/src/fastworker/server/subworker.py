@@ -162,7 +162,7 @@ class Subworker:
                 pass  # heartbeats and goodbyes: hearing anything is what counts
 
     def _start(self, assignment: m.TaskAssignment) -> None:
-        if (self._draining or self._runner is None) and self._dialer is not None:
+        if self._draining and self._dialer is not None:
             self._dialer.outbox.put(m.HandBack(task_ids=[assignment.task_id]))
             return
         assert self._runner is not None
