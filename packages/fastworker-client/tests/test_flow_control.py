@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+import pytest
+
 from fastworker.client._transport import FLOW_WINDOW, Outbox  # pyright: ignore[reportPrivateUsage]
-from fastworker.protocol import decode_frame, encode_frame
+from fastworker.protocol import PROTOCOL_VERSION, ProtocolError, decode_frame, encode_frame
 from fastworker.protocol import messages as m
 
 
@@ -115,3 +118,18 @@ async def test_a_reset_starts_counting_afresh() -> None:
     peer.put(m.Heartbeat(sent_at=1.0))
     await _turn()
     assert [f.acked for f in peer_socket.frames] == [2, 0]
+
+
+async def test_a_refused_frame_still_acknowledges_and_opens_the_window() -> None:
+    # The peer's frame breaks the schema, so the plane refuses it; the count in its head
+    # must still count, or the refusal itself could wait behind a shut window.
+    plane, plane_socket, _peer, _ = _outboxes(asyncio.get_running_loop())
+    for i in range(3):
+        plane.put(m.Heartbeat(sent_at=float(i)))
+        await _turn()
+    assert len(plane_socket.frames) == FLOW_WINDOW
+    major, minor = PROTOCOL_VERSION
+    with pytest.raises(ProtocolError):
+        plane.receive(msgspec.msgpack.encode([major, minor, 2, [["no-such-message"]]]))
+    await _turn()
+    assert len(plane_socket.frames) == FLOW_WINDOW + 1

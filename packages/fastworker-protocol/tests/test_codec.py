@@ -26,6 +26,7 @@ from fastworker.protocol import (
     decode_value,
     encode_frame,
     encode_value,
+    read_acked,
 )
 from fastworker.protocol import messages as m
 
@@ -272,3 +273,25 @@ def test_a_value_nested_too_deeply_is_refused_both_ways() -> None:
 def test_a_value_that_is_not_msgpack_is_refused() -> None:
     with pytest.raises(MalformedFrameError):
         decode_value(b"\xc1")
+
+
+def test_a_refused_frame_still_tells_its_acknowledgement_count() -> None:
+    data = msgspec.msgpack.encode([MAJOR, MINOR, 7, [["watch", 1, ["x" * 129]]]])
+    with pytest.raises(MalformedFrameError):
+        decode_frame(data)
+    assert read_acked(data) == 7
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xc1",
+        msgspec.msgpack.encode([MAJOR + 1, 0, 7, []]),
+        msgspec.msgpack.encode([MAJOR, MINOR, "seven", []]),
+        msgspec.msgpack.encode([MAJOR, MINOR, -1, []]),
+        msgspec.msgpack.encode([MAJOR, MINOR]),
+    ],
+    ids=["garbage", "other-major", "count-not-a-number", "negative-count", "no-count"],
+)
+def test_an_unreadable_acknowledgement_count_reads_as_none_received(data: bytes) -> None:
+    assert read_acked(data) == 0

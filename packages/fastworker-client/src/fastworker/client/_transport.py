@@ -37,6 +37,7 @@ from fastworker.protocol import (
     TransportError,
     decode_frame,
     encode_frame,
+    read_acked,
 )
 from fastworker.protocol.messages import Frame, Message
 
@@ -224,15 +225,24 @@ class Outbox:
             # even if nothing else carries it, so the sender never waits on a count
             # that went astray.
             self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_now)
-        frame = decode_frame(data)
+        try:
+            frame = decode_frame(data)
+        except ProtocolError:
+            # The peer's count still holds: if it were lost with the frame, the window
+            # could stay shut on the very reply that tells the peer what went wrong.
+            self._peer_received(read_acked(data))
+            raise
+        self._peer_received(frame.acked)
+        return frame
+
+    def _peer_received(self, count: int) -> None:
         # A peer cannot have received more than was sent; a count from before a
         # reconnection must not open the window.
-        acked = min(frame.acked, self._sent)
+        acked = min(count, self._sent)
         if acked > self._peer_acked:
             self._peer_acked = acked
             if self._messages:
                 self._schedule()
-        return frame
 
     def _ack_now(self) -> None:
         self._ack_timer = None

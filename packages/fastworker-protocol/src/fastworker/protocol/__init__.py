@@ -8,7 +8,14 @@ rooted at :class:`FastworkerError`. It depends on msgspec alone.
 from __future__ import annotations
 
 from ._version import __version__
-from .codec import PROTOCOL_VERSION, decode_frame, decode_value, encode_frame, encode_value
+from .codec import (
+    PROTOCOL_VERSION,
+    decode_frame,
+    decode_value,
+    encode_frame,
+    encode_value,
+    read_acked,
+)
 from .constants import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DASHBOARD_HOST,
@@ -114,4 +121,5 @@ __all__ = [
     "encode_frame",
     "encode_value",
     "error_from_code",
+    "read_acked",
 ]

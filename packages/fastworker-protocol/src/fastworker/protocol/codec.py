@@ -9,10 +9,10 @@ peer of another major protocol version.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import Meta, Raw, Struct
 
 from .constants import MAX_FRAME_BYTES
 from .errors import (
@@ -50,7 +50,15 @@ class _VersionProbe(Struct, array_like=True):
     minor: int
 
 
-_probe_decoder: Final = msgspec.msgpack.Decoder(_VersionProbe)
+class _AckProbe(_VersionProbe, array_like=True):
+    """Reads the acknowledgement count after the version, for this major version's
+    frames only (another major version may lay its head out differently)."""
+
+    acked: Annotated[int, Meta(ge=0)]
+
+
+_version_decoder: Final = msgspec.msgpack.Decoder(_VersionProbe)
+_ack_decoder: Final = msgspec.msgpack.Decoder(_AckProbe)
 
 
 def encode_frame(messages: Sequence[Message], *, acked: int = 0) -> bytes:
@@ -89,11 +97,21 @@ def _refuse_other_major(data: bytes | bytearray | memoryview) -> None:
     """Raise ProtocolVersionError if the head of an undecodable frame names another
     major version: its body failing our schema is then expected, not garbage."""
     try:
-        head = _probe_decoder.decode(data)
+        head = _version_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):
         return
     if head.major != _MAJOR:
         raise _version_error(head.major, head.minor)
+
+
+def read_acked(data: bytes | bytearray | memoryview) -> int:
+    """The acknowledgement count at the head of a frame whose body may not decode, or 0
+    if it is unreadable. A peer's refused frame still says what the peer received."""
+    try:
+        head = _ack_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return 0
+    return head.acked if head.major == _MAJOR else 0
 
 
 def _version_error(major: int, minor: int) -> ProtocolVersionError:
