@@ -20,6 +20,9 @@ from fastworker.client import (
 )
 from fastworker.protocol import (
     MAX_FRAME_BYTES,
+    MAX_IDS_PER_MESSAGE,
+    MAX_MESSAGES_PER_FRAME,
+    ConfigurationError,
     FrameTooLargeError,
     decode_frame,
     encode_frame,
@@ -111,6 +114,58 @@ async def test_tasks_wait_for_a_subworker_when_none_is_connected(processes: Proc
         processes.subworker(address, "late")
         results = await asyncio.gather(*(client.result(t, timeout=30) for t in ids))
         assert results == [1, 2, 3, 4, 5]
+    finally:
+        await client.stop()
+
+
+async def test_a_subworker_with_more_free_slots_than_one_message_lists_gets_them_all(
+    processes: Processes,
+) -> None:
+    # Queued before the subworker joins, the whole backlog is dispatched in one turn:
+    # more assignments than one Dispatch may list, and as many outcomes back.
+    count = MAX_MESSAGES_PER_FRAME + 904
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        ids: list[str] = []
+        for start in range(0, count, 2500):
+            calls = [TaskCall("async_add", (i, 1)) for i in range(start, min(start + 2500, count))]
+            ids += await client.delay_many(calls)
+        processes.subworker(address, "wide", "--concurrency", str(count))
+        results = await asyncio.gather(*(client.result(t, timeout=60) for t in ids))
+        assert results == [i + 1 for i in range(count)]
+    finally:
+        await client.stop()
+
+
+async def test_a_batch_over_the_message_limit_is_refused_before_sending(
+    processes: Processes,
+) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    try:
+        pending = asyncio.ensure_future(client.run("nap", 0.2, wait=10))
+        too_many = [TaskCall("add", (i, 0)) for i in range(MAX_MESSAGES_PER_FRAME + 1)]
+        with pytest.raises(ConfigurationError, match="split the batch"):
+            await client.delay_many(too_many)
+        with pytest.raises(FrameTooLargeError, match="Split the batch"):
+            await client.delay_many([TaskCall("echo", (b"x" * (MAX_FRAME_BYTES // 3),))] * 4)
+        assert await pending == 0.2  # a request in flight is untouched
+        assert (await client.overview()).counters.submitted == 1
+    finally:
+        await client.stop()
+
+
+async def test_cancel_takes_more_ids_than_one_message_lists(processes: Processes) -> None:
+    _address, client = await _plane_with_workers(processes, "one")
+    try:
+        running = await client.delay("block", 0.5)
+        queued = await client.delay("add", 1, 1)
+        unknown = [f"no-such-task-{i}" for i in range(MAX_IDS_PER_MESSAGE)]
+        reply = await client.cancel(running, *unknown, queued)  # the last in a second part
+        assert reply.cancelled == [queued]
+        assert reply.not_cancelled == [running]
+        assert reply.unknown == unknown
     finally:
         await client.stop()
 

@@ -23,6 +23,8 @@ from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
     ENV_PREFIX,
+    MAX_IDS_PER_MESSAGE,
+    MAX_MESSAGES_PER_FRAME,
     MAX_PAYLOAD_BYTES,
     ConfigurationError,
     FastworkerError,
@@ -35,6 +37,7 @@ from fastworker.protocol import (
     UnexpectedReplyError,
     encode_value,
     error_from_code,
+    in_chunks,
 )
 from fastworker.protocol import messages as m
 
@@ -220,13 +223,31 @@ class Client:
 
     async def delay_many(self, calls: Iterable[TaskCall]) -> list[str]:
         """Submit a batch in one request; all are queued or none is. Returns the ids in
-        the order of ``calls``."""
+        the order of ``calls``.
+
+        Raises:
+            ConfigurationError: more than ``MAX_MESSAGES_PER_FRAME`` (4,096) calls.
+            FrameTooLargeError: the batch's arguments do not fit in one frame.
+        """
         requests = [
             _task_request(c.name, c.args, c.kwargs, c.priority, c.timeout, None, None)
             for c in calls
         ]
         if not requests:
             return []
+        # Checked here, not left to the control plane: it refuses a frame that breaks the
+        # schema as a whole, which fails every request in flight on this connection.
+        if len(requests) > MAX_MESSAGES_PER_FRAME:
+            raise ConfigurationError(
+                f"delay_many takes at most {MAX_MESSAGES_PER_FRAME} tasks per call, got "
+                f"{len(requests)}; split the batch (it is then all-or-nothing per part)"
+            )
+        size = sum(len(r.args) + len(r.kwargs) for r in requests)
+        if size > MAX_PAYLOAD_BYTES:
+            raise FrameTooLargeError(
+                f"the batch's arguments take {size} bytes encoded; one request carries at "
+                f"most {MAX_PAYLOAD_BYTES}. Split the batch."
+            )
         ids = [request.task_id for request in requests]
         self._expected.update(ids)
         try:
@@ -302,11 +323,15 @@ class Client:
             self._running_loop().create_task(self._watch_quietly(task_id))
 
     async def _watch(self, task_ids: list[str]) -> None:
-        watching = await self._request(
-            lambda rid: m.WatchResults(request_id=rid, task_ids=task_ids), m.Watching
-        )
-        self._expected.update(set(task_ids) - set(watching.unknown))
-        for unknown in watching.unknown:
+        unknown_ids: list[str] = []
+        for chunk in in_chunks(task_ids, MAX_IDS_PER_MESSAGE):
+            watching = await self._request(
+                lambda rid, chunk=chunk: m.WatchResults(request_id=rid, task_ids=chunk),
+                m.Watching,
+            )
+            self._expected.update(set(chunk) - set(watching.unknown))
+            unknown_ids += watching.unknown
+        for unknown in unknown_ids:
             self._finish(
                 unknown,
                 TaskResult(
@@ -327,9 +352,18 @@ class Client:
     async def cancel(self, *task_ids: str) -> m.CancelReply:
         """Cancel queued tasks: they never run and their waiters get TaskCancelledError.
         Tasks already running or finished are listed in ``not_cancelled``."""
-        return await self._request(
-            lambda rid: m.CancelTasks(request_id=rid, task_ids=list(task_ids)), m.CancelReply
-        )
+        self._running_loop()  # not started: NotConnectedError, even with no ids
+        reply = m.CancelReply(request_id=0)
+        for chunk in in_chunks(list(task_ids), MAX_IDS_PER_MESSAGE):
+            part = await self._request(
+                lambda rid, chunk=chunk: m.CancelTasks(request_id=rid, task_ids=chunk),
+                m.CancelReply,
+            )
+            reply.request_id = part.request_id
+            reply.cancelled += part.cancelled
+            reply.not_cancelled += part.not_cancelled
+            reply.unknown += part.unknown
+        return reply
 
     async def status(self, task_id: str, *, include_payloads: bool = False) -> m.TaskInfo:
         """The control plane's record of one task.

@@ -8,6 +8,7 @@ rooted at :class:`FastworkerError`. It depends on msgspec alone.
 from __future__ import annotations
 
 from ._version import __version__
+from .batches import in_chunks
 from .codec import (
     PROTOCOL_VERSION,
     decode_frame,
@@ -31,6 +32,7 @@ from .constants import (
     DEFAULT_TASK_HISTORY_SIZE,
     ENV_PREFIX,
     MAX_FRAME_BYTES,
+    MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     MAX_PAYLOAD_BYTES,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
     "MAX_FRAME_BYTES",
+    "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
@@ -121,5 +124,6 @@ __all__ = [
     "encode_frame",
     "encode_value",
     "error_from_code",
+    "in_chunks",
     "read_acked",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
     "MAX_FRAME_BYTES",
+    "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
 ]
@@ -43,7 +44,12 @@ MAX_PAYLOAD_BYTES: Final = MAX_FRAME_BYTES - 64 * 1024
 with room for its envelope."""
 
 MAX_MESSAGES_PER_FRAME: Final = 4096
-"""Senders split larger batches; receivers refuse frames holding more."""
+"""Senders split larger batches; receivers refuse frames holding more. It also bounds
+the tasks, assignments or outcomes listed in one message."""
+
+MAX_IDS_PER_MESSAGE: Final = MAX_MESSAGES_PER_FRAME * 4
+"""Task ids one message may list (watch, cancel, status, hand back); senders split
+longer lists over several messages."""
 
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 """Seconds a client waits for the control plane to answer one request."""

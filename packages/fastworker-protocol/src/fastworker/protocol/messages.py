@@ -24,7 +24,7 @@ from typing import Annotated
 
 from msgspec import Meta, Raw, Struct
 
-from .constants import MAX_MESSAGES_PER_FRAME
+from .constants import MAX_IDS_PER_MESSAGE, MAX_MESSAGES_PER_FRAME
 from .priority import TaskPriority
 
 __all__ = [
@@ -78,7 +78,7 @@ RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Seconds = Annotated[float, Meta(ge=0)]
 AuthToken = Annotated[str, Meta(max_length=1024)]
 Count = Annotated[int, Meta(ge=0)]
-IdList = Annotated[list[TaskId], Meta(max_length=MAX_MESSAGES_PER_FRAME * 4)]
+IdList = Annotated[list[TaskId], Meta(max_length=MAX_IDS_PER_MESSAGE)]
 NameList = Annotated[list[TaskName], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
 
 EMPTY_ARGS = Raw(b"\x90")

@@ -33,6 +33,7 @@ from fastworker.protocol import (
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
     DEFAULT_TASK_HISTORY_SIZE,
+    MAX_MESSAGES_PER_FRAME,
     AuthenticationError,
     ConfigurationError,
     DuplicateWorkerError,
@@ -46,6 +47,7 @@ from fastworker.protocol import (
     WorkerLostError,
     WorkerState,
     decode_value,
+    in_chunks,
 )
 from fastworker.protocol import messages as m
 
@@ -472,7 +474,9 @@ class ControlPlane:
         for worker_id, assignments in batches.items():
             peer = self._workers[worker_id].peer
             assert peer is not None
-            peer.outbox.put(m.Dispatch(tasks=assignments))
+            # A subworker may have more free slots than one message may list.
+            for chunk in in_chunks(assignments, MAX_MESSAGES_PER_FRAME):
+                peer.outbox.put(m.Dispatch(tasks=chunk))
 
     def _candidates(self) -> list[_Worker]:
         remote = [w for w in self._workers.values() if w.state is WorkerState.CONNECTED]

@@ -19,7 +19,10 @@ from fastworker.protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
+    MAX_IDS_PER_MESSAGE,
+    MAX_MESSAGES_PER_FRAME,
     ConfigurationError,
+    in_chunks,
 )
 from fastworker.protocol import messages as m
 
@@ -108,9 +111,9 @@ class Subworker:
             for run in unfinished:
                 run.discard()
             if self._dialer is not None:
-                self._dialer.outbox.put(
-                    m.HandBack(task_ids=[run.assignment.task_id for run in unfinished])
-                )
+                task_ids = [run.assignment.task_id for run in unfinished]
+                for chunk in in_chunks(task_ids, MAX_IDS_PER_MESSAGE):
+                    self._dialer.outbox.put(m.HandBack(task_ids=chunk))
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         if self._dialer is not None:
@@ -179,8 +182,10 @@ class Subworker:
 
     def _send_outcomes(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
-        if outcomes and self._dialer is not None:
-            self._dialer.outbox.put(m.TasksDone(outcomes=outcomes))
+        if self._dialer is not None:
+            # More tasks may end in one turn than one message may list.
+            for chunk in in_chunks(outcomes, MAX_MESSAGES_PER_FRAME):
+                self._dialer.outbox.put(m.TasksDone(outcomes=chunk))
 
     async def _heartbeat(self) -> None:
         while True:
