@@ -13,7 +13,7 @@ import pytest
 # The suite's modules import each other as ``bench.<module>``, from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import suite
+from bench import floor, suite
 from bench.metrics import Measurement
 from bench.processes import Launcher
 from bench.report import Machine, render, to_json
@@ -63,7 +63,8 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
     assert sorted(w2) == ["max of run()", "p50 of run()", "p99 of run()"]
-    assert all(len(ms) == 2 for ms in w2.values())  # tcp and ipc
+    assert all(len(ms) == 3 for ms in w2.values())  # local execution, tcp and ipc
+    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, False]
     assert all(m.verified == TINY.w2_calls * TINY.repeats for ms in w2.values() for m in ms)
     (w3,) = _by_metric(measured, "W3")["makespan"]
     assert w3.verified == TINY.w3_tasks
@@ -95,3 +96,8 @@ def test_only_takes_workload_names_in_any_case() -> None:
     assert options.only == frozenset({"W1", "priority"})
     with pytest.raises(SystemExit):
         suite.build_parser().parse_args(["--only", "W9"])
+
+
+def test_the_transport_floor_runs_its_pipeline_and_checks_every_reply() -> None:
+    p50, p99 = floor.measure(50)  # a wrong reply raises
+    assert 0 < p50 <= p99
