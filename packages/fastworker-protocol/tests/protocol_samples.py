@@ -1,16 +1,18 @@
-"""One sample of every message kind at protocol 1.0.
+"""One sample of every message kind at each protocol version.
 
-The golden files in ``golden/1.0/`` were encoded from these samples. Do not edit a
-sample of an existing version: the golden test proves that today's code still decodes
-what version 1.0 peers sent. A new field with a default decodes from old bytes to its
-default, so the sample stays equal. Changing what old bytes mean needs a new major.
+The golden files in ``golden/<major>.<minor>/`` were encoded from these samples. Do not
+edit a sample of an existing version: the golden test proves that today's code still
+decodes what peers of that version sent. A new field with a default decodes from old
+bytes to its default, so an old sample stays equal. Changing what old bytes mean needs a
+new major. A new minor version's samples are the previous ones with the new fields set.
 """
 
 from __future__ import annotations
 
+import msgspec
 from msgspec import Raw
 
-from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
+from fastworker.protocol import FEATURE_LEASES, TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
 ARGS = Raw(b"\x92\x01\x02")  # [1, 2]
@@ -147,3 +149,35 @@ SAMPLES: dict[str, m.Message] = {
     "hand_back": m.HandBack(task_ids=["a1", "a2"]),
     "goodbye": m.Goodbye(reason="draining"),
 }
+
+_OVERVIEW_1_0 = SAMPLES["overview_reply"]
+assert isinstance(_OVERVIEW_1_0, m.Overview)
+
+SAMPLES_1_1: dict[str, m.Message] = {
+    **SAMPLES,
+    "overview_reply": msgspec.structs.replace(
+        _OVERVIEW_1_0, counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5)
+    ),
+    "worker_hello": m.WorkerHello(
+        request_id=1,
+        worker_id="fast-1",
+        concurrency=4,
+        task_names=["add"],
+        host="web-1",
+        pid=4242,
+        library_version="0.2.0",
+        auth_token="s3cret",
+        features=[FEATURE_LEASES],
+    ),
+    "worker_welcome": m.WorkerWelcome(
+        request_id=1,
+        control_plane_id="cp-1",
+        heartbeat_interval=1.0,
+        lease_timeout=3.0,
+        features=[FEATURE_LEASES],
+    ),
+    "heartbeat": m.Heartbeat(sent_at=1_790_000_001.0, load=2, draining=True, running=["a1", "a2"]),
+}
+
+SAMPLES_BY_VERSION: dict[str, dict[str, m.Message]] = {"1.0": SAMPLES, "1.1": SAMPLES_1_1}
+"""Every version's samples, keyed like the golden folders."""

@@ -7,13 +7,15 @@ import typing
 from pathlib import Path
 
 import pytest
-from protocol_samples import SAMPLES
+from protocol_samples import SAMPLES_BY_VERSION
 
 from fastworker.protocol import PROTOCOL_VERSION, decode_frame, encode_frame
 from fastworker.protocol import messages as m
 
 GOLDEN_ROOT = Path(__file__).parent / "golden"
-CURRENT_DIR = GOLDEN_ROOT / "{}.{}".format(*PROTOCOL_VERSION)
+CURRENT = "{}.{}".format(*PROTOCOL_VERSION)
+CURRENT_DIR = GOLDEN_ROOT / CURRENT
+SAMPLES = SAMPLES_BY_VERSION[CURRENT]
 ALL_MESSAGE_TYPES: tuple[type[m.Message], ...] = typing.get_args(m.Message)
 
 
@@ -21,11 +23,20 @@ def _tag(message_type: type[m.Message]) -> str:
     return message_type.__struct_config__.tag  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("kind", sorted(SAMPLES))
-def test_golden_bytes_decode_to_the_sample(kind: str) -> None:
-    frame = decode_frame((CURRENT_DIR / f"{kind}.msgpack").read_bytes())
-    assert frame.major == PROTOCOL_VERSION[0]
-    assert frame.messages == [SAMPLES[kind]]
+@pytest.mark.parametrize(
+    ("version", "kind"),
+    [(version, kind) for version, samples in SAMPLES_BY_VERSION.items() for kind in samples],
+)
+def test_golden_bytes_decode_to_the_sample(version: str, kind: str) -> None:
+    # Every version's bytes decode to that version's sample: fields a later minor
+    # version appended take their defaults.
+    frame = decode_frame((GOLDEN_ROOT / version / f"{kind}.msgpack").read_bytes())
+    assert (frame.major, frame.minor) == tuple(int(part) for part in version.split("."))
+    assert frame.messages == [SAMPLES_BY_VERSION[version][kind]]
+
+
+def test_every_golden_folder_has_its_samples() -> None:
+    assert {path.name for path in GOLDEN_ROOT.iterdir()} == set(SAMPLES_BY_VERSION)
 
 
 def test_every_message_kind_has_a_sample_and_a_golden_file() -> None:

@@ -1,10 +1,8 @@
-"""The control plane's queue: strict levels, FIFO within a level, bounded, O(1) removal."""
+"""The control plane's queue: strict levels, FIFO within a level, O(1) removal."""
 
 from __future__ import annotations
 
-import pytest
-
-from fastworker.protocol import QueueFullError, TaskPriority
+from fastworker.protocol import TaskPriority
 from fastworker.protocol.messages import QueueDepth
 from fastworker.server.queue import PriorityQueue
 
@@ -12,7 +10,7 @@ P = TaskPriority
 
 
 def _filled(*entries: tuple[str, TaskPriority]) -> PriorityQueue[str]:
-    queue: PriorityQueue[str] = PriorityQueue(limit=10_000)
+    queue: PriorityQueue[str] = PriorityQueue()
     for item_id, priority in entries:
         queue.push(item_id, priority, item_id)
     return queue
@@ -64,17 +62,7 @@ def test_handed_back_items_go_to_the_front_of_their_level() -> None:
     assert _drain(queue) == ["critical", "back", "a", "b"]
 
 
-def test_the_limit_refuses_with_queue_full_and_keeps_what_is_queued() -> None:
-    queue: PriorityQueue[str] = PriorityQueue(limit=2)
-    queue.push("a", P.LOW, "a")
-    queue.push("b", P.LOW, "b")
-    assert queue.room() == 0
-    with pytest.raises(QueueFullError):
-        queue.push("c", P.CRITICAL, "c")
-    assert _drain(queue) == ["a", "b"]
-
-
 def test_an_empty_queue_gives_none() -> None:
-    queue: PriorityQueue[str] = PriorityQueue(limit=1)
+    queue: PriorityQueue[str] = PriorityQueue()
     assert queue.peek() is None
     assert queue.pop() is None

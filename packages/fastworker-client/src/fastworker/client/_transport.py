@@ -441,6 +441,12 @@ class Dialer:
         with contextlib.suppress(pynng.NNGException):
             self._socket.close()
 
+    def drop_connection(self) -> None:
+        """Close the current connection (one that went silent); NNG dials a new one."""
+        for pipe in list(self._socket.pipes):
+            with contextlib.suppress(pynng.NNGException):
+                pipe.close()
+
     @property
     def connected(self) -> bool:
         return bool(self._socket.pipes)

@@ -31,7 +31,7 @@ __all__ = [
     "encode_value",
 ]
 
-PROTOCOL_VERSION: Final = (1, 0)
+PROTOCOL_VERSION: Final = (1, 1)
 """(major, minor). Peers of one major version understand each other; a minor version
 only appends fields with defaults. Frames of another major version are refused."""
 

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
+    "FEATURE_LEASES",
     "MAX_FRAME_BYTES",
     "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
@@ -78,3 +79,8 @@ DEFAULT_TASK_HISTORY_SIZE: Final = 10_000
 
 DEFAULT_MAX_QUEUED_TASKS: Final = 1_000_000
 """Tasks the control plane holds before refusing new ones with QueueFullError."""
+
+FEATURE_LEASES: Final = "leases"
+"""A subworker that lists its running tasks in each heartbeat (so every lease has its own
+deadline) and announces a drain before it stops; a control plane that fences outcomes to
+the lease holder and takes no work to a draining subworker. Protocol 1.1."""

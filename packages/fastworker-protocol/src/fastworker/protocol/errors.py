@@ -23,6 +23,7 @@ cross the wire are rebuilt as the same classes on the other side.
     │   ├── TaskNotFoundError         no task with that id (never seen, or evicted)
     │   ├── QueueFullError            the queue is at its limit; retry later
     │   ├── DuplicateWorkerError      a subworker id that is already connected
+    │   ├── LeaseError                an outcome from a connection not holding the lease
     │   └── AuthenticationError       a missing or wrong shared secret
     ├── ResultTimeoutError            the caller stopped waiting first (also TimeoutError)
     └── TaskError                     a task ended without a value
@@ -49,6 +50,7 @@ __all__ = [
     "FrameTooLargeError",
     "InvalidArgumentsError",
     "InvalidPriorityError",
+    "LeaseError",
     "LoopThreadError",
     "MalformedFrameError",
     "NotConnectedError",
@@ -198,6 +200,13 @@ class DuplicateWorkerError(RejectedError):
     """A subworker announced an id that another connected subworker already has."""
 
     code = "duplicate_worker"
+
+
+class LeaseError(RejectedError):
+    """An outcome or hand-back came from a connection that does not hold the task's
+    lease: a client, or a subworker the task was never leased to. Nothing changed."""
+
+    code = "lease"
 
 
 class AuthenticationError(RejectedError):

@@ -80,6 +80,7 @@ AuthToken = Annotated[str, Meta(max_length=1024)]
 Count = Annotated[int, Meta(ge=0)]
 IdList = Annotated[list[TaskId], Meta(max_length=MAX_IDS_PER_MESSAGE)]
 NameList = Annotated[list[TaskName], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+FeatureList = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)]
 
 EMPTY_ARGS = Raw(b"\x90")
 """``[]`` as msgpack: the encoded form of no positional arguments."""
@@ -250,6 +251,9 @@ class Counters(_Body):
     requeued: Count = 0
     """Tasks taken back from a lost or draining worker and queued again."""
     running: Count = 0
+    fenced: Count = 0
+    """Outcomes and hand-backs refused because the sender did not hold the task's lease
+    (protocol 1.1)."""
 
 
 # --- client -> control plane ------------------------------------------------------------
@@ -420,6 +424,9 @@ class WorkerHello(_Message, tag="worker_hello"):
     library_version: Annotated[str, Meta(max_length=64)] = ""
     auth_token: AuthToken = ""
     """The control plane's shared secret, when it has one."""
+    features: FeatureList = []
+    """What this subworker does beyond protocol 1.0 (protocol 1.1): see
+    :data:`fastworker.protocol.FEATURE_LEASES`."""
 
 
 class WorkerWelcome(_Message, tag="worker_welcome"):
@@ -429,6 +436,8 @@ class WorkerWelcome(_Message, tag="worker_welcome"):
     control_plane_id: PeerId
     heartbeat_interval: Annotated[float, Meta(gt=0)]
     lease_timeout: Annotated[float, Meta(gt=0)]
+    features: FeatureList = []
+    """What this control plane does beyond protocol 1.0 (protocol 1.1)."""
 
 
 class Heartbeat(_Message, tag="heartbeat"):
@@ -437,6 +446,12 @@ class Heartbeat(_Message, tag="heartbeat"):
 
     sent_at: Seconds
     load: Count = 0
+    draining: bool = False
+    """From a subworker: it is stopping, so it takes no new tasks (protocol 1.1)."""
+    running: IdList = []
+    """From a subworker with :data:`~fastworker.protocol.FEATURE_LEASES`: the tasks it
+    runs, which renews their leases. One that runs more tasks than a message may list
+    sends several heartbeats (protocol 1.1)."""
 
 
 class Dispatch(_Message, tag="dispatch"):
@@ -452,7 +467,8 @@ class TasksDone(_Message, tag="done"):
 
 
 class HandBack(_Message, tag="hand_back"):
-    """Leased tasks a draining subworker will not run; they go back to the queue."""
+    """Leased tasks a draining subworker will not run (or stopped running); they go
+    back to the front of their level without counting as an attempt."""
 
     task_ids: IdList
 

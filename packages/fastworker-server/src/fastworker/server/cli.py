@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queued-tasks",
         type=_positive_int,
         default=DEFAULT_MAX_QUEUED_TASKS,
-        help="tasks held before new ones are refused with QueueFullError (default: %(default)s)",
+        help="unfinished tasks held before new ones are refused with QueueFullError "
+        "(default: %(default)s)",
     )
     cp.add_argument(
         "--heartbeat-interval",

@@ -6,7 +6,7 @@ import collections
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from fastworker.protocol import QueueFullError, TaskPriority
+from fastworker.protocol import TaskPriority
 from fastworker.protocol.messages import QueueDepth
 
 __all__ = ["PriorityQueue"]
@@ -18,11 +18,11 @@ class PriorityQueue(Generic[T]):
     """Items keyed by id, taken oldest-first from the highest non-empty level.
 
     Removal by id (cancel) is O(1): the id is forgotten and its queue slot is skipped
-    when reached. ``limit`` bounds how many items it holds.
+    when reached. It has no limit of its own: the control plane bounds the tasks it
+    admits, and a task taken back from a lost worker must always fit again.
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self) -> None:
         self._levels: list[collections.deque[str]] = [collections.deque() for _ in TaskPriority]
         self._items: dict[str, tuple[TaskPriority, T]] = {}
         self._counts = [0] * len(TaskPriority)
@@ -35,9 +35,7 @@ class PriorityQueue(Generic[T]):
 
     def push(self, item_id: str, priority: TaskPriority, item: T, *, front: bool = False) -> None:
         """Add an item at the back of its level, or at the front (for tasks handed back,
-        which were already first in line once). Raises QueueFullError at the limit."""
-        if len(self._items) >= self.limit:
-            raise QueueFullError(f"the queue holds its limit of {self.limit} tasks; retry later")
+        which were already first in line once)."""
         self._items[item_id] = (priority, item)
         self._counts[priority] += 1
         level = self._levels[priority]
@@ -45,10 +43,6 @@ class PriorityQueue(Generic[T]):
             level.appendleft(item_id)
         else:
             level.append(item_id)
-
-    def room(self) -> int:
-        """How many more items fit."""
-        return self.limit - len(self._items)
 
     def peek(self) -> T | None:
         """The next item, without taking it."""

@@ -19,6 +19,7 @@ from fastworker.protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
+    FEATURE_LEASES,
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     ConfigurationError,
@@ -33,6 +34,8 @@ __all__ = ["Subworker", "SubworkerSettings"]
 
 log = logging.getLogger("fastworker.subworker")
 
+_HELLO_REQUEST_ID = 1
+
 
 @dataclasses.dataclass(frozen=True)
 class SubworkerSettings:
@@ -42,9 +45,9 @@ class SubworkerSettings:
     control_plane_address: str = DEFAULT_CONTROL_PLANE_ADDRESS
     concurrency: int = max(os.cpu_count() or 1, 1)
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    """Seconds a stopping subworker lets running tasks finish before handing them back."""
     auth_token: str | None = None
     """The control plane's shared secret, when it has one."""
-    """Seconds a stopping subworker lets running tasks finish before handing them back."""
 
 
 class Subworker:
@@ -68,6 +71,9 @@ class Subworker:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._lease_timeout = DEFAULT_LEASE_TIMEOUT
         self._welcomed = asyncio.Event()
+        self._last_heard = time.monotonic()
+        """When the control plane was last heard from: silence past the lease timeout
+        means the connection is dead even if no one closed it."""
         self._draining = False
         self.refused: asyncio.Future[m.ErrorInfo] | None = None
         """Set when the control plane refuses this subworker (for example a duplicate id)."""
@@ -100,8 +106,10 @@ class Subworker:
 
     async def stop(self) -> None:
         """Drain: take no more work, let running tasks finish within the drain timeout,
-        hand back the rest, say goodbye, close."""
+        hand back the rest, say goodbye, close. The control plane hears of the drain at
+        once and sends nothing more."""
         self._draining = True
+        self._send_heartbeat()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout)
         self._send_outcomes()
@@ -136,7 +144,7 @@ class Subworker:
             return
         self._dialer.outbox.put(
             m.WorkerHello(
-                request_id=1,
+                request_id=_HELLO_REQUEST_ID,
                 worker_id=self.settings.worker_id,
                 concurrency=self.settings.concurrency,
                 task_names=self.registry.names(),
@@ -144,10 +152,14 @@ class Subworker:
                 pid=os.getpid(),
                 library_version=__version__,
                 auth_token=self.settings.auth_token or "",
+                features=[FEATURE_LEASES],
             )
         )
+        if self._draining:
+            self._send_heartbeat()  # a new connection hears of the drain too
 
     def _on_message(self, message: m.Message) -> None:
+        self._last_heard = time.monotonic()
         match message:
             case m.Dispatch(tasks=assignments):
                 for assignment in assignments:
@@ -157,10 +169,14 @@ class Subworker:
                 self._lease_timeout = message.lease_timeout
                 self._welcomed.set()
                 log.info("registered with control plane %s", message.control_plane_id)
-            case m.ErrorReply(error=error):
+            case m.ErrorReply(request_id=request_id, error=error) if (
+                request_id == _HELLO_REQUEST_ID
+            ):
                 log.error("the control plane refused: %s", error.message)
                 if self.refused is not None and not self.refused.done():
                     self.refused.set_result(error)
+            case m.ErrorReply(error=error):
+                log.warning("the control plane refused a message: %s", error.message)
             case _:
                 pass  # heartbeats and goodbyes: hearing anything is what counts
 
@@ -190,5 +206,33 @@ class Subworker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
-            if self._dialer is not None and self._welcomed.is_set():
-                self._dialer.outbox.put(m.Heartbeat(sent_at=time.time(), load=len(self._running)))
+            if self._dialer is None or not self._welcomed.is_set():
+                continue
+            silent = time.monotonic() - self._last_heard
+            if silent > self._lease_timeout:
+                log.warning(
+                    "the control plane was silent for %.1f s; reconnecting to announce "
+                    "this subworker again",
+                    silent,
+                )
+                self._welcomed.clear()
+                self._last_heard = time.monotonic()
+                self._dialer.drop_connection()
+                continue
+            self._send_heartbeat()
+
+    def _send_heartbeat(self) -> None:
+        """Say how loaded this subworker is, whether it drains, and which tasks it runs
+        (which renews their leases), over as many heartbeats as the ids need."""
+        if self._dialer is None:
+            return
+        running = list(self._running)
+        for chunk in in_chunks(running, MAX_IDS_PER_MESSAGE) if running else [[]]:
+            self._dialer.outbox.put(
+                m.Heartbeat(
+                    sent_at=time.time(),
+                    load=len(running),
+                    draining=self._draining,
+                    running=chunk,
+                )
+            )

@@ -1,0 +1,6 @@
+"""The control plane's core: every state transition, with no sockets, threads or clocks."""
+
+from .core import Connection, ControlPlaneCore
+from .records import LOCAL_WORKER_ID, TaskState, WorkerRecord
+
+__all__ = ["LOCAL_WORKER_ID", "Connection", "ControlPlaneCore", "TaskState", "WorkerRecord"]

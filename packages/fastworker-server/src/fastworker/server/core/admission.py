@@ -1,0 +1,186 @@
+"""Tasks from submission to the result cache: admission checks, idempotency keys, the
+bounded history window, and what finishing a task does to the books."""
+
+from __future__ import annotations
+
+import collections
+import uuid
+
+from fastworker.client.tasks import TaskRegistry
+from fastworker.protocol import (
+    InvalidArgumentsError,
+    QueueFullError,
+    TaskStatus,
+    UnknownTaskError,
+    decode_value,
+)
+from fastworker.protocol import messages as m
+
+from ..settings import ControlPlaneSettings
+from .cache import ResultCache
+from .records import TaskState, WorkerRecord
+from .scheduler import Scheduler
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """Every task the control plane knows: active (queued or running) or finished."""
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        settings: ControlPlaneSettings,
+        scheduler: Scheduler,
+        cache: ResultCache,
+        counters: m.Counters,
+        workers: dict[str, WorkerRecord],
+    ) -> None:
+        self.registry = registry
+        self._workers = workers
+        """The connected subworkers (the core's own dict): whose names count as known."""
+        self.limit = settings.max_queued_tasks
+        """Tasks not yet finished (queued, parked or running) held at most."""
+        self.active: dict[str, TaskState] = {}
+        self.idempotency: dict[str, str] = {}
+        self.recent: collections.deque[TaskState] = collections.deque(maxlen=settings.history_size)
+        """The latest submitted tasks, oldest first: what history queries search."""
+        self._scheduler = scheduler
+        self._cache = cache
+        self._counters = counters
+        self._names: list[str] | None = None
+        self._name_set: frozenset[str] = frozenset()
+
+    def submit(self, peer_id: int, requests: list[m.TaskRequest], wall: float) -> list[str]:
+        """Queue tasks; their ids in request order. A batch is checked whole before
+        anything changes, so it is accepted whole or refused whole."""
+        plan: list[tuple[m.TaskRequest, str, bool]] = []
+        """(request, task id, whether it is new)."""
+        keys: dict[str, str] = {}
+        new_ids: set[str] = set()
+        for request in requests:
+            key = request.idempotency_key
+            if key is not None:
+                known = self.idempotency.get(key) or keys.get(key)
+                if known is not None:
+                    plan.append((request, known, False))
+                    continue
+            self.check(request)
+            task_id = request.task_id or uuid.uuid4().hex
+            if task_id in new_ids or task_id in self.active or task_id in self._cache:
+                raise InvalidArgumentsError(f"task id {task_id} is already in use")
+            new_ids.add(task_id)
+            if key is not None:
+                keys[key] = task_id
+            plan.append((request, task_id, True))
+        if len(self.active) + len(new_ids) > self.limit:
+            raise QueueFullError(
+                f"the control plane holds {len(self.active)} unfinished tasks of at most "
+                f"{self.limit}; retry later"
+            )
+        ids: list[str] = []
+        for request, task_id, new in plan:
+            ids.append(task_id)
+            if not new:
+                continue
+            task = TaskState(
+                task_id=task_id,
+                name=request.name,
+                priority=request.priority,
+                args=request.args,
+                kwargs=request.kwargs,
+                timeout=request.timeout,
+                queued_at=wall,
+                idempotency_key=request.idempotency_key,
+            )
+            if request.notify:
+                task.watchers.add(peer_id)
+            self.admit(task)
+            self._scheduler.enqueue(task)
+            self._counters.submitted += 1
+        return ids
+
+    def admit(self, task: TaskState) -> None:
+        """Count a task as active (new, or read back at start)."""
+        self.active[task.task_id] = task
+        self.recent.append(task)
+        if task.idempotency_key is not None:
+            self.idempotency[task.idempotency_key] = task.task_id
+
+    def check(self, request: m.TaskRequest) -> None:
+        """Refuse a request no one can run, or whose arguments do not fit the task."""
+        if request.name not in self._known():
+            known = ", ".join(self.known_task_names()) or "none"
+            raise UnknownTaskError(f"no task named {request.name!r}; registered: {known}")
+        task = self.registry.get(request.name)
+        if task is None:
+            return  # only subworkers know it; they check the arguments
+        args = decode_value(request.args)
+        kwargs = decode_value(request.kwargs)
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise InvalidArgumentsError("arguments must be a list and keyword arguments a map")
+        task.check_arguments(args, kwargs)  # pyright: ignore[reportUnknownArgumentType]
+
+    def known_task_names(self) -> list[str]:
+        """Names the control plane or a connected subworker can run, sorted; cached until
+        a subworker joins or leaves (:meth:`names_changed`)."""
+        if self._names is None:
+            names = set(self.registry.names())
+            for worker in self._workers.values():
+                names |= worker.task_names
+            self._names = sorted(names)
+            self._name_set = frozenset(names)
+        return self._names
+
+    def _known(self) -> frozenset[str]:
+        self.known_task_names()
+        return self._name_set
+
+    def names_changed(self) -> None:
+        self._names = None
+
+    def finish(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:
+        """Record a task's final outcome and move it to the result cache."""
+        task.status = outcome.status
+        task.outcome = outcome
+        if outcome.finished_at is not None:
+            task.finished_at = outcome.finished_at
+        task.done = now
+        self.active.pop(task.task_id, None)
+        if outcome.status is TaskStatus.SUCCEEDED:
+            self._counters.succeeded += 1
+        elif outcome.status is TaskStatus.CANCELLED:
+            self._counters.cancelled += 1
+        else:
+            self._counters.failed += 1
+        for evicted in self._cache.add(task):
+            self._forget(evicted)
+
+    def expire(self, now: float) -> None:
+        for expired in self._cache.expire(now):
+            self._forget(expired)
+
+    def _forget(self, task: TaskState) -> None:
+        key = task.idempotency_key
+        if key is not None and self.idempotency.get(key) == task.task_id:
+            del self.idempotency[key]
+
+    def lookup(self, task_id: str) -> TaskState | None:
+        return self.active.get(task_id) or self._cache.get(task_id)
+
+    def history(self, query: m.HistoryQuery) -> m.HistoryReply:
+        # A scan of the bounded window of recent tasks, newest first: its cost does not
+        # grow with the backlog, so a dashboard polling every second stays cheap.
+        matching = [
+            t
+            for t in reversed(self.recent)
+            if (query.status is None or t.status is query.status)
+            and (query.priority is None or t.priority is query.priority)
+            and (query.name is None or t.name == query.name)
+        ]
+        page = matching[query.offset : query.offset + query.limit]
+        return m.HistoryReply(
+            request_id=query.request_id,
+            total=len(matching),
+            tasks=[t.info(payloads=False) for t in page],
+        )

@@ -1,0 +1,518 @@
+"""The control plane's state and every transition of it, without sockets or clocks.
+
+The shell (``control_plane.py``) feeds it messages, disconnections and timer ticks with
+the time as an argument; it answers by appending to :attr:`ControlPlaneCore.sends` (a
+message for a connection), :attr:`~ControlPlaneCore.local_starts` (a task for the
+control plane to run itself) and :attr:`~ControlPlaneCore.closes` (a connection to drop).
+The shell carries those out. ``now`` is always monotonic seconds; wall-clock times for
+records are ``now + wall_offset``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+import msgspec
+
+from fastworker.client.tasks import TaskRegistry
+from fastworker.protocol import (
+    FEATURE_LEASES,
+    MAX_MESSAGES_PER_FRAME,
+    AuthenticationError,
+    DuplicateWorkerError,
+    FastworkerError,
+    LeaseError,
+    ProtocolError,
+    TaskStatus,
+    WorkerLostError,
+    WorkerState,
+    in_chunks,
+)
+from fastworker.protocol import messages as m
+
+from ..settings import ControlPlaneSettings
+from .admission import Admission
+from .cache import ResultCache
+from .limiter import LogLimiter
+from .records import LOCAL_WORKER_ID, TaskState, WorkerRecord
+from .scheduler import Scheduler
+
+__all__ = ["Connection", "ControlPlaneCore"]
+
+log = logging.getLogger("fastworker.control_plane")
+
+_WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
+
+
+class Connection(Protocol):
+    """What the core knows of a connection: its id and its peer's address."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+class ControlPlaneCore:
+    """Queue, leases, load counts, result cache and idempotency keys of one control plane."""
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        settings: ControlPlaneSettings,
+        *,
+        control_plane_id: str,
+        library_version: str,
+        now: float,
+        wall_offset: float,
+    ) -> None:
+        self.settings = settings
+        self.id = control_plane_id
+        self.library_version = library_version
+        self.wall_offset = wall_offset
+        self.started_at = now + wall_offset
+        self.counters = m.Counters()
+        self.cache = ResultCache(settings.result_cache_size, settings.result_ttl)
+        self.scheduler = Scheduler(self.counters)
+        self.workers: dict[str, WorkerRecord] = {}
+        self.admission = Admission(
+            registry, settings, self.scheduler, self.cache, self.counters, self.workers
+        )
+        self._worker_by_peer: dict[int, WorkerRecord] = {}
+        self.lost_workers: list[WorkerRecord] = []
+        self._authenticated: set[int] = set()
+        self._fenced_log = LogLimiter(log, interval=10.0)
+        self.local: WorkerRecord | None = None
+        if settings.local_execution:
+            self.local = WorkerRecord(
+                worker_id=LOCAL_WORKER_ID,
+                peer_id=None,
+                address="local",
+                slots=settings.local_concurrency,
+                task_names=frozenset(registry.names()),
+                host="",
+                pid=0,
+                connected_at=self.started_at,
+                last_heard=now,
+                last_heartbeat=self.started_at,
+            )
+        self.sends: list[tuple[int, m.Message]] = []
+        self.local_starts: list[m.TaskAssignment] = []
+        self.closes: list[int] = []
+
+    # --- messages in --------------------------------------------------------------------
+
+    def handle(self, peer: Connection, message: m.Message, now: float) -> None:
+        """One message from a connection; a refusal becomes an ErrorReply to it."""
+        try:
+            self._handle(peer, message, now)
+        except FastworkerError as exc:
+            request_id: int | None = getattr(message, "request_id", None)
+            log.info("refused %s from %s: %s", type(message).__name__, peer.address, exc)
+            self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=_info(exc))))
+
+    def _handle(self, peer: Connection, message: m.Message, now: float) -> None:
+        if self.settings.auth_token is not None and peer.id not in self._authenticated:
+            self._authenticate(peer, message)
+        if isinstance(message, _WORKER_MESSAGES):
+            worker = self._worker_by_peer.get(peer.id)
+            if worker is None:
+                self._refuse_non_worker(peer, message, now)
+                return
+            worker.last_heard = now
+            worker.last_heartbeat = now + self.wall_offset
+        match message:
+            case m.SubmitTask(request_id=request_id, task=request):
+                ids = self.admission.submit(peer.id, [request], now + self.wall_offset)
+                self.sends.append((peer.id, m.Accepted(request_id=request_id, task_ids=ids)))
+            case m.SubmitBatch(request_id=request_id, tasks=requests):
+                ids = self.admission.submit(peer.id, requests, now + self.wall_offset)
+                self.sends.append((peer.id, m.Accepted(request_id=request_id, task_ids=ids)))
+            case m.TasksDone(outcomes=outcomes):
+                worker = self._worker_by_peer[peer.id]
+                for outcome in outcomes:
+                    self._outcome(worker, outcome, now)
+            case m.Heartbeat():
+                self._heartbeat(self._worker_by_peer[peer.id], message, now)
+            case m.HandBack(task_ids=task_ids):
+                worker = self._worker_by_peer[peer.id]
+                if worker.state is WorkerState.CONNECTED:
+                    # Only a stopping subworker hands work back (one of protocol 1.0
+                    # says so in no other way): send it nothing more.
+                    self._start_drain(worker)
+                self._take_back(worker, task_ids, counted=False, now=now)
+            case m.WatchResults(request_id=request_id, task_ids=task_ids):
+                unknown = self._watch(peer.id, task_ids)
+                self.sends.append((peer.id, m.Watching(request_id=request_id, unknown=unknown)))
+            case m.CancelTasks(request_id=request_id, task_ids=task_ids):
+                self.sends.append((peer.id, self._cancel(request_id, task_ids, now)))
+            case m.StatusQuery(request_id=request_id, task_ids=task_ids):
+                reply = self._status(request_id, task_ids, message.include_payloads)
+                self.sends.append((peer.id, reply))
+            case m.OverviewQuery(request_id=request_id):
+                self.sends.append((peer.id, self.overview(request_id)))
+            case m.HistoryQuery():
+                self.sends.append((peer.id, self.admission.history(message)))
+            case m.ClientHello(request_id=request_id):
+                welcome = m.Welcome(
+                    request_id=request_id,
+                    control_plane_id=self.id,
+                    library_version=self.library_version,
+                    task_names=self.admission.known_task_names(),
+                )
+                self.sends.append((peer.id, welcome))
+            case m.WorkerHello():
+                self._worker_hello(peer, message, now)
+            case m.Goodbye():
+                worker = self._worker_by_peer.get(peer.id)
+                if worker is not None:
+                    self._worker_gone(worker, "said goodbye", now)
+            case _:
+                raise ProtocolError(f"{type(message).__name__} is not a request to a control plane")
+
+    def _authenticate(self, peer: Connection, message: m.Message) -> None:
+        token = self.settings.auth_token
+        assert token is not None
+        presented = (
+            message.auth_token if isinstance(message, m.ClientHello | m.WorkerHello) else None
+        )
+        if presented is None:
+            raise AuthenticationError(
+                "this control plane requires a shared secret: start with a hello that "
+                "carries it (--auth-token or FASTWORKER_AUTH_TOKEN)"
+            )
+        if not hmac.compare_digest(presented.encode(), token.encode()):
+            raise AuthenticationError("wrong shared secret")
+        self._authenticated.add(peer.id)
+
+    def _refuse_non_worker(self, peer: Connection, message: m.Message, now: float) -> None:
+        """A connection that never registered as a subworker sent what only one may."""
+        if isinstance(message, m.Heartbeat):
+            return  # harmless, and an old subworker may heartbeat before its welcome
+        count = len(message.outcomes) if isinstance(message, m.TasksDone) else 1
+        self.counters.fenced += count
+        self._fenced_log.warning(
+            now,
+            "refused %s from %s: not a registered subworker",
+            type(message).__name__,
+            peer.address,
+        )
+        error = LeaseError(
+            f"{type(message).__name__} refused: this connection is not a registered subworker, "
+            "and only the subworker holding a task's lease may report on it"
+        )
+        self.sends.append((peer.id, m.ErrorReply(request_id=None, error=_info(error))))
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> None:
+        """Hand queued tasks to free slots: highest priority first, each to the
+        least-loaded worker that can run it, ties broken round-robin."""
+        candidates = self._candidates()
+        batches = self.scheduler.dispatch(candidates, now, now + self.wall_offset)
+        for worker, assignments in batches:
+            if worker.peer_id is None:
+                self.local_starts.extend(assignments)
+                continue
+            # A subworker may have more free slots than one message may list.
+            for chunk in in_chunks(assignments, MAX_MESSAGES_PER_FRAME):
+                self.sends.append((worker.peer_id, m.Dispatch(tasks=chunk)))
+
+    def _candidates(self) -> list[WorkerRecord]:
+        """Who may be given work now. The control plane runs tasks itself only while no
+        subworker is connected at all: one that drains still counts."""
+        if self.workers or self.local is None:
+            return [w for w in self.workers.values() if w.state is WorkerState.CONNECTED]
+        return [self.local]
+
+    # --- outcomes -----------------------------------------------------------------------
+
+    def local_done(self, outcome: m.TaskOutcome, now: float) -> None:
+        """A task the control plane ran itself ended."""
+        assert self.local is not None
+        self._outcome(self.local, outcome, now)
+
+    def _outcome(self, worker: WorkerRecord, outcome: m.TaskOutcome, now: float) -> None:
+        task_id = outcome.task_id
+        task = self.admission.active.get(task_id)
+        if task_id in worker.assigned:
+            worker.assigned.discard(task_id)
+            self.counters.running -= 1
+            if outcome.status is TaskStatus.SUCCEEDED:
+                worker.tasks_done += 1
+            else:
+                worker.tasks_failed += 1
+        elif (
+            task is not None
+            and task.status is TaskStatus.QUEUED
+            and task.last_holder == worker.worker_id
+        ):
+            # Its lease was taken back, but the task has not started again: the first
+            # outcome stands, and the queued copy goes.
+            self.scheduler.unqueue(task)
+        else:
+            self.counters.fenced += 1
+            if task is None or task.last_holder != worker.worker_id:
+                self._fenced_log.warning(
+                    now,
+                    "ignored an outcome for task %s from subworker %s, which does not hold it",
+                    task_id,
+                    worker.worker_id,
+                )
+            return  # otherwise a late outcome after the task ran again: the first stands
+        assert task is not None
+        if outcome.started_at is not None:
+            task.started_at = outcome.started_at
+        if outcome.worker_id:
+            task.worker_id = outcome.worker_id
+        self._finish(task, outcome, now)
+
+    def _finish(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:
+        self.admission.finish(task, outcome, now)
+        for peer_id in task.watchers:
+            self.sends.append((peer_id, m.Results(outcomes=[outcome])))
+        task.watchers.clear()
+
+    # --- watching, cancelling, queries ----------------------------------------------------
+
+    def _watch(self, peer_id: int, task_ids: Iterable[str]) -> list[str]:
+        unknown: list[str] = []
+        for task_id in task_ids:
+            task = self.admission.active.get(task_id)
+            if task is not None:
+                task.watchers.add(peer_id)
+                continue
+            done = self.cache.use(task_id)
+            if done is not None and done.outcome is not None:
+                self.sends.append((peer_id, m.Results(outcomes=[done.outcome])))
+            else:
+                unknown.append(task_id)
+        return unknown
+
+    def _cancel(self, request_id: int, task_ids: list[str], now: float) -> m.CancelReply:
+        reply = m.CancelReply(request_id=request_id)
+        for task_id in task_ids:
+            task = self.admission.active.get(task_id)
+            if task is not None and task.status is TaskStatus.QUEUED:
+                self.scheduler.unqueue(task)
+                outcome = m.TaskOutcome(
+                    task_id=task_id,
+                    status=TaskStatus.CANCELLED,
+                    error=m.ErrorInfo(
+                        code="task_cancelled", message=f"task {task_id} was cancelled"
+                    ),
+                    finished_at=now + self.wall_offset,
+                )
+                self._finish(task, outcome, now)
+                reply.cancelled.append(task_id)
+            elif task is not None or task_id in self.cache:
+                reply.not_cancelled.append(task_id)
+            else:
+                reply.unknown.append(task_id)
+        return reply
+
+    def _status(self, request_id: int, task_ids: list[str], payloads: bool) -> m.StatusReply:
+        reply = m.StatusReply(request_id=request_id, tasks=[])
+        for task_id in task_ids:
+            task = self.admission.lookup(task_id)
+            if task is None:
+                reply.unknown.append(task_id)
+            else:
+                reply.tasks.append(task.info(payloads=payloads))
+        return reply
+
+    def overview(self, request_id: int = 0) -> m.Overview:
+        """Queue depth, subworkers (connected, then recently lost), tasks and counters."""
+        workers = [w.info() for w in self.workers.values()]
+        workers += [w.info() for w in self.lost_workers if w.worker_id not in self.workers]
+        if self.local is not None and not self.workers:
+            workers.append(self.local.info())
+        return m.Overview(
+            request_id=request_id,
+            control_plane_id=self.id,
+            started_at=self.started_at,
+            queue_depth=self.scheduler.depth(),
+            counters=msgspec.structs.replace(self.counters),
+            workers=workers,
+            task_names=self.admission.known_task_names(),
+            library_version=self.library_version,
+            local_execution=self.settings.local_execution,
+        )
+
+    # --- subworkers ---------------------------------------------------------------------
+
+    def _worker_hello(self, peer: Connection, hello: m.WorkerHello, now: float) -> None:
+        existing = self.workers.get(hello.worker_id)
+        if existing is not None and existing.peer_id != peer.id:
+            raise DuplicateWorkerError(
+                f"a subworker with id {hello.worker_id!r} is already connected"
+            )
+        if existing is None:
+            worker = WorkerRecord(
+                worker_id=hello.worker_id,
+                peer_id=peer.id,
+                address=peer.address,
+                slots=hello.concurrency,
+                task_names=frozenset(hello.task_names),
+                host=hello.host,
+                pid=hello.pid,
+                connected_at=now + self.wall_offset,
+                last_heard=now,
+                last_heartbeat=now + self.wall_offset,
+                renews_leases=FEATURE_LEASES in hello.features,
+                order=self.scheduler.next_turn(),
+            )
+            self.workers[worker.worker_id] = worker
+            self._worker_by_peer[peer.id] = worker
+        else:
+            # The same connection announcing itself again keeps what it holds.
+            worker = existing
+            worker.slots = hello.concurrency
+            worker.task_names = frozenset(hello.task_names)
+            worker.renews_leases = FEATURE_LEASES in hello.features
+        self.admission.names_changed()
+        self.sends.append(
+            (
+                peer.id,
+                m.WorkerWelcome(
+                    request_id=hello.request_id,
+                    control_plane_id=self.id,
+                    heartbeat_interval=self.settings.heartbeat_interval,
+                    lease_timeout=self.settings.lease_timeout,
+                    features=[FEATURE_LEASES],
+                ),
+            )
+        )
+        log.info(
+            "subworker %s joined from %s with %d slots",
+            worker.worker_id,
+            peer.address,
+            worker.slots,
+        )
+        self.scheduler.unpark(worker.task_names)
+
+    def _heartbeat(self, worker: WorkerRecord, beat: m.Heartbeat, now: float) -> None:
+        if beat.draining and worker.state is WorkerState.CONNECTED:
+            self._start_drain(worker)
+        active = self.admission.active
+        for task_id in beat.running:
+            if task_id in worker.assigned:
+                active[task_id].renewed = now
+
+    def _start_drain(self, worker: WorkerRecord) -> None:
+        worker.state = WorkerState.DRAINING
+        log.info(
+            "subworker %s is draining; %d tasks still running there",
+            worker.worker_id,
+            len(worker.assigned),
+        )
+
+    def disconnected(self, peer_id: int, now: float) -> None:
+        """A connection is gone."""
+        self._authenticated.discard(peer_id)
+        worker = self._worker_by_peer.get(peer_id)
+        if worker is not None:
+            self._worker_gone(worker, "dropped its connection", now)
+
+    def _worker_gone(self, worker: WorkerRecord, why: str, now: float) -> None:
+        if worker.peer_id is not None:
+            self._worker_by_peer.pop(worker.peer_id, None)
+            self.closes.append(worker.peer_id)
+        if self.workers.get(worker.worker_id) is worker:
+            del self.workers[worker.worker_id]
+            self.admission.names_changed()
+            if not self.workers and self.local is not None:
+                self.scheduler.unpark(self.local.task_names)  # it runs them itself now
+        worker.state = WorkerState.LOST
+        self.lost_workers = [*self.lost_workers[-31:], worker]
+        if worker.assigned:
+            log.warning(
+                "subworker %s %s; requeueing %d tasks", worker.worker_id, why, len(worker.assigned)
+            )
+        else:
+            log.info("subworker %s %s", worker.worker_id, why)
+        self._take_back(worker, list(worker.assigned), counted=True, now=now)
+
+    def _take_back(
+        self, worker: WorkerRecord, task_ids: Iterable[str], *, counted: bool, now: float
+    ) -> None:
+        """Leases end without an outcome. ``counted``: the attempt counts (the worker was
+        lost); otherwise the worker handed the task back and it is as if never sent."""
+        taken: list[TaskState] = []
+        for task_id in task_ids:
+            if task_id not in worker.assigned:
+                if not counted:
+                    self.counters.fenced += 1
+                continue
+            worker.assigned.discard(task_id)
+            self.counters.running -= 1
+            taken.append(self.admission.active[task_id])
+        # Front of their levels, in the order they were first queued.
+        for task in sorted(taken, key=_queue_order, reverse=True):
+            if not counted:
+                task.attempts -= 1
+            elif task.attempts >= self.settings.max_attempts:
+                error = WorkerLostError(
+                    f"task {task.task_id} was lost with {task.attempts} workers; giving up"
+                )
+                self._finish(task, _failed_outcome(task, error, now + self.wall_offset), now)
+                continue
+            self.scheduler.requeue(task)
+
+    # --- time ---------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Once a heartbeat interval: heartbeats out, silent subworkers and expired
+        leases taken back, expired results dropped."""
+        timeout = self.settings.lease_timeout
+        for worker in list(self.workers.values()):
+            silent = now - worker.last_heard
+            if silent > timeout:
+                self._worker_gone(worker, f"was silent for {silent:.1f} s", now)
+                continue
+            expired = [
+                task_id
+                for task_id in worker.assigned
+                if _lease_expired(self.admission.active[task_id], worker, now, timeout)
+            ]
+            if expired:
+                log.warning(
+                    "subworker %s holds %d tasks past their lease; taking them back",
+                    worker.worker_id,
+                    len(expired),
+                )
+                self._take_back(worker, expired, counted=True, now=now)
+            assert worker.peer_id is not None
+            beat = m.Heartbeat(sent_at=now + self.wall_offset, load=len(worker.assigned))
+            self.sends.append((worker.peer_id, beat))
+        self.admission.expire(now)
+
+
+def _lease_expired(task: TaskState, worker: WorkerRecord, now: float, timeout: float) -> bool:
+    if worker.renews_leases:
+        return now - task.renewed > timeout
+    # A subworker of protocol 1.0 does not say what it runs: only a task with a time
+    # limit has a deadline (the subworker reports the limit's outcome itself).
+    return task.timeout is not None and now - task.leased > task.timeout + timeout
+
+
+def _queue_order(task: TaskState) -> int:
+    return task.order
+
+
+def _info(exc: FastworkerError) -> m.ErrorInfo:
+    return m.ErrorInfo(code=exc.remote_code, message=exc.message)
+
+
+def _failed_outcome(task: TaskState, error: FastworkerError, wall: float) -> m.TaskOutcome:
+    return m.TaskOutcome(
+        task_id=task.task_id,
+        status=TaskStatus.FAILED,
+        error=_info(error),
+        worker_id=task.worker_id,
+        finished_at=wall,
+    )

@@ -1,0 +1,114 @@
+"""The core's records of tasks and subworkers: plain data, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from msgspec import Raw
+
+from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
+from fastworker.protocol import messages as m
+
+__all__ = ["LOCAL_WORKER_ID", "TaskState", "WorkerRecord"]
+
+LOCAL_WORKER_ID = "control-plane"
+
+
+@dataclasses.dataclass(eq=False)
+class TaskState:
+    """The control plane's record of one task. Times named ``*_at`` are wall-clock
+    seconds (what users see); ``leased``, ``renewed`` and ``done`` are monotonic."""
+
+    task_id: str
+    name: str
+    priority: TaskPriority
+    args: Raw
+    kwargs: Raw
+    timeout: float | None
+    queued_at: float
+    idempotency_key: str | None = None
+    status: TaskStatus = TaskStatus.QUEUED
+    worker_id: str = ""
+    """Who runs it (or ran it, once finished)."""
+    last_holder: str = ""
+    """Whose lease was taken back last: its late outcome still counts while the task
+    waits to run again."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    """Dispatches that counted: a hand-back from a draining subworker does not."""
+    order: int = 0
+    """Place within its priority level (smaller first); what the journal restores."""
+    outcome: m.TaskOutcome | None = None
+    leased: float = 0.0
+    renewed: float = 0.0
+    """When the holder last said it runs this task (heartbeat), or when it was leased."""
+    done: float = 0.0
+    """When it finished, for the result cache's time to live."""
+    watchers: set[int] = dataclasses.field(default_factory=set[int])
+    """Connections to push the outcome to."""
+
+    def info(self, *, payloads: bool) -> m.TaskInfo:
+        outcome = self.outcome
+        return m.TaskInfo(
+            task_id=self.task_id,
+            name=self.name,
+            priority=self.priority,
+            status=self.status,
+            queued_at=self.queued_at,
+            worker_id=self.worker_id,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            attempts=self.attempts,
+            error=None if outcome is None else outcome.error,
+            args=self.args if payloads else m.NIL,
+            kwargs=self.kwargs if payloads else m.NIL,
+            value=outcome.value if payloads and outcome is not None else m.NIL,
+        )
+
+
+@dataclasses.dataclass(eq=False)
+class WorkerRecord:
+    """A connected subworker, or the control plane's own local slot pool."""
+
+    worker_id: str
+    peer_id: int | None
+    """The connection it speaks on; None for the local pool."""
+    address: str
+    slots: int
+    task_names: frozenset[str]
+    host: str
+    pid: int
+    connected_at: float
+    last_heard: float
+    """Monotonic time of its last frame: silence past the lease timeout loses it."""
+    last_heartbeat: float
+    """Wall-clock time of the same, for the admin view."""
+    renews_leases: bool = False
+    """It lists the tasks it runs in each heartbeat, so each lease has its own deadline."""
+    state: WorkerState = WorkerState.CONNECTED
+    assigned: set[str] = dataclasses.field(default_factory=set[str])
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    order: int = 0
+    """Rank in the round-robin that breaks load ties."""
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.assigned) if self.state is WorkerState.CONNECTED else 0
+
+    def info(self) -> m.WorkerInfo:
+        return m.WorkerInfo(
+            worker_id=self.worker_id,
+            state=self.state,
+            address=self.address,
+            host=self.host,
+            pid=self.pid,
+            load=len(self.assigned),
+            slots=self.slots,
+            connected_at=self.connected_at,
+            last_heartbeat=self.last_heartbeat,
+            tasks_done=self.tasks_done,
+            tasks_failed=self.tasks_failed,
+            task_names=sorted(self.task_names),
+        )

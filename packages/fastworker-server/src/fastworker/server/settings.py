@@ -1,0 +1,43 @@
+"""How a control plane runs: one frozen value, every field a command-line flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from fastworker.protocol import (
+    DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_QUEUED_TASKS,
+    DEFAULT_RESULT_CACHE_SIZE,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_TASK_HISTORY_SIZE,
+)
+
+__all__ = ["ControlPlaneSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPlaneSettings:
+    """How a control plane runs; every field has a command-line flag."""
+
+    address: str = DEFAULT_CONTROL_PLANE_ADDRESS
+    local_execution: bool = True
+    """Run tasks in the control plane itself while no subworker is connected."""
+    local_concurrency: int = max(os.cpu_count() or 1, 1)
+    result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE
+    result_ttl: float = DEFAULT_RESULT_TTL
+    max_queued_tasks: int = DEFAULT_MAX_QUEUED_TASKS
+    """Unfinished tasks (queued or running) held before new ones are refused."""
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Dispatches of one task before a lost worker fails it with WorkerLostError."""
+    history_size: int = DEFAULT_TASK_HISTORY_SIZE
+    """Latest tasks kept for history queries and the dashboard, whatever their state."""
+    auth_token: str | None = None
+    """Shared secret every client and subworker must present in its hello."""
+    allow_unauthenticated: bool = False
+    """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
