@@ -22,6 +22,7 @@ cross the wire are rebuilt as the same classes on the other side.
     │   ├── InvalidArgumentsError     arguments that do not fit the task's signature
     │   ├── TaskNotFoundError         no task with that id (never seen, or evicted)
     │   ├── QueueFullError            the queue is at its limit; retry later
+    │   ├── StorageError              not stored durably: journal full, read-only or corrupt
     │   ├── DuplicateWorkerError      a subworker id that is already connected
     │   ├── LeaseError                an outcome from a connection not holding the lease
     │   └── AuthenticationError       a missing or wrong shared secret
@@ -60,6 +61,7 @@ __all__ = [
     "RejectedError",
     "RequestTimeoutError",
     "ResultTimeoutError",
+    "StorageError",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
@@ -194,6 +196,13 @@ class QueueFullError(RejectedError):
     """The control plane's queue is at its limit. Retry later."""
 
     code = "queue_full"
+
+
+class StorageError(RejectedError):
+    """The control plane could not store the request durably (journal full, read-only or
+    corrupt); nothing was accepted."""
+
+    code = "storage"
 
 
 class DuplicateWorkerError(RejectedError):

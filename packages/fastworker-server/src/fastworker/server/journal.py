@@ -1,0 +1,126 @@
+"""The control plane's durable journal: the record of one task and the interface a store
+implements. The control-plane core owns this interface; the embedded SQLite store lives
+in :mod:`fastworker.server.sqlite_journal`, and a shared store can take its place later.
+
+The core calls :meth:`Journal.write` once per turn of its event loop with every task that
+changed in that turn (group commit), and :meth:`Journal.load` once at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from fastworker.protocol import ConfigurationError, TaskPriority
+from fastworker.protocol.messages import TaskOutcome, TaskStatus
+
+__all__ = [
+    "JOURNAL_SYNC_MODES",
+    "MEMORY_JOURNAL_PATH",
+    "Journal",
+    "MemoryJournal",
+    "TaskRecord",
+    "check_sync_mode",
+    "open_journal",
+]
+
+MEMORY_JOURNAL_PATH = ":memory:"
+
+JOURNAL_SYNC_MODES = ("normal", "full")
+"""``normal`` survives the control plane being killed; ``full`` also survives power loss."""
+
+
+class TaskRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
+    """The durable form of one task. Stored as a msgpack array, so the wire rule applies:
+    new fields go at the end, with defaults; nothing is reordered or removed."""
+
+    task_id: str
+    name: str
+    priority: TaskPriority
+    args: msgspec.Raw
+    """msgpack as the client sent it; stored and given back without being decoded."""
+    kwargs: msgspec.Raw
+    timeout: float | None
+    queued_at: float
+    idempotency_key: str | None
+    status: TaskStatus
+    attempts: int
+    order: int
+    """Position within its priority level: smaller goes first. A task put back at the front
+    of its level gets a number smaller than all others, one put at the back a larger one."""
+    worker_id: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: TaskOutcome | None = None
+
+
+class Journal(Protocol):
+    """Where the control plane keeps its tasks so that a restart loses none of them."""
+
+    path: str
+    """The store's location; ``":memory:"`` for none."""
+    sync: str
+    """One of :data:`JOURNAL_SYNC_MODES`."""
+
+    def load(self) -> list[TaskRecord]:
+        """Every stored task, in no particular order. Raises StorageError for a record
+        that cannot be read, naming its task."""
+        ...
+
+    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+        """Store ``upserts`` (replacing records with the same task id), then remove the
+        tasks ``deletes`` names, in one transaction. Raises StorageError on any failure,
+        and then nothing of this call is applied; a later call may succeed again."""
+        ...
+
+    def size(self) -> int:
+        """Bytes the store takes on disk."""
+        ...
+
+    def close(self) -> None:
+        """Release the store. Closing twice is harmless."""
+        ...
+
+
+class MemoryJournal:
+    """No journal: nothing is stored, so a restart starts empty."""
+
+    def __init__(self, *, sync: str = "normal") -> None:
+        self.path = MEMORY_JOURNAL_PATH
+        self.sync = check_sync_mode(sync)
+
+    def load(self) -> list[TaskRecord]:
+        return []
+
+    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+        pass
+
+    def size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def check_sync_mode(sync: str) -> str:
+    """``sync`` if it is one of :data:`JOURNAL_SYNC_MODES`; ConfigurationError if not."""
+    if sync not in JOURNAL_SYNC_MODES:
+        raise ConfigurationError(
+            f"journal sync mode {sync!r} is not one of {', '.join(JOURNAL_SYNC_MODES)}"
+        )
+    return sync
+
+
+def open_journal(path: str, *, sync: str = "normal") -> Journal:
+    """The journal at ``path``: ``":memory:"`` for none, anything else a SQLite file,
+    created if missing. Raises ConfigurationError for an unknown ``sync`` and
+    StorageError for a file that cannot be used."""
+    check_sync_mode(sync)
+    if path == MEMORY_JOURNAL_PATH:
+        return MemoryJournal(sync=sync)
+    # Imported here so that running without a journal never loads sqlite3.
+    from .sqlite_journal import SqliteJournal
+
+    return SqliteJournal(path, sync=sync)

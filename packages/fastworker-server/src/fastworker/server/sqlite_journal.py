@@ -1,0 +1,287 @@
+"""The journal as an embedded SQLite file: WAL, one table, one commit per call.
+
+One row per task: its id and its :class:`~fastworker.server.journal.TaskRecord` as msgpack.
+The caller batches a whole event-loop turn into one :meth:`SqliteJournal.write` (group
+commit), so the cost of a commit is shared by every task that changed in that turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+from fastworker.protocol import StorageError
+
+from .journal import TaskRecord, check_sync_mode
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal", "ignore_file_size_signal"]
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a file with a higher one was written by a newer
+fastworker and is refused rather than misread."""
+
+# SQLite checkpoints the WAL into the database every 1,000 pages (4 MiB at the default page
+# size) and then cuts the file back to this size, so a busy journal's WAL stays a few MiB.
+_WAL_AUTOCHECKPOINT_PAGES = 1000
+_WAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+_SCHEMA = "CREATE TABLE tasks (task_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID"
+_UPSERT = "INSERT OR REPLACE INTO tasks (task_id, record) VALUES (?, ?)"
+_DELETE = "DELETE FROM tasks WHERE task_id = ?"
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(TaskRecord)
+
+_MOVE_ASIDE = "move it aside (or use another --journal file) to start with an empty journal"
+
+
+def ignore_file_size_signal() -> None:
+    """Make a write past the process's file-size limit (``ulimit -f``) fail with an error
+    the journal reports as StorageError, instead of SIGXFSZ killing the process. Call it
+    once, from the main thread, at start."""
+    if sys.platform != "win32":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+class SqliteJournal:
+    """A journal in one SQLite file, used by one control plane at a time.
+
+    Not thread-safe: calls must not overlap, but they may come from any one thread at a
+    time (the control plane may move writes off its event loop).
+    """
+
+    def __init__(self, path: str, *, sync: str = "normal") -> None:
+        self.path = path
+        self.sync = check_sync_mode(sync)
+        self._wal_path = path + "-wal"
+        self._pid_path = path + "-pid"
+        self._connection: sqlite3.Connection | None = _open(path, sync, self._pid_path)
+        # A hint for the message a second control plane gets; the lock itself is SQLite's.
+        with contextlib.suppress(OSError), open(self._pid_path, "w") as pid_file:
+            pid_file.write(f"{os.getpid()}\n")
+
+    def load(self) -> list[TaskRecord]:
+        connection = self._require_open()
+        try:
+            rows: list[tuple[str, bytes]] = connection.execute(
+                "SELECT task_id, record FROM tasks"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"could not read journal {self.path}: {exc}") from exc
+        records: list[TaskRecord] = []
+        for task_id, blob in rows:
+            try:
+                record = _DECODER.decode(blob)
+            except (msgspec.DecodeError, TypeError) as exc:
+                raise StorageError(
+                    f"journal {self.path} holds an unreadable record for task {task_id!r}"
+                    f" ({exc}); {_MOVE_ASIDE}"
+                ) from exc
+            if record.task_id != task_id:
+                raise StorageError(
+                    f"journal {self.path} stores task {record.task_id!r} under the id"
+                    f" {task_id!r}; {_MOVE_ASIDE}"
+                )
+            records.append(record)
+        return records
+
+    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+        connection = self._require_open()
+        if not upserts and not deletes:
+            return
+        try:
+            rows = [(record.task_id, _ENCODER.encode(record)) for record in upserts]
+        except (TypeError, ValueError) as exc:  # msgspec.EncodeError is a ValueError
+            raise StorageError(f"could not encode a task for journal {self.path}: {exc}") from exc
+        try:
+            connection.execute("BEGIN")
+            if rows:
+                connection.executemany(_UPSERT, rows)
+            if deletes:
+                connection.executemany(_DELETE, [(task_id,) for task_id in deletes])
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # SQLite rolls back by itself after an I/O error; after any other, we do.
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise StorageError(
+                f"could not write to journal {self.path}: {_describe(exc)}; nothing was stored"
+            ) from exc
+
+    def size(self) -> int:
+        return _file_size(self.path) + _file_size(self._wal_path)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self._pid_path)
+        try:
+            connection.close()  # checkpoints the WAL into the database and removes it
+        except sqlite3.Error as exc:
+            raise StorageError(f"could not close journal {self.path}: {exc}") from exc
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StorageError(f"journal {self.path} is closed")
+        return self._connection
+
+
+def _open(path: str, sync: str, pid_path: str) -> sqlite3.Connection:
+    """A connection that holds the file's lock until it is closed, on a checked file of
+    our schema. Raises StorageError saying what is wrong and what to do."""
+    _check_access(path)
+    try:
+        # timeout=0: a file in use is refused at once rather than waited for.
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _open_error(path, exc, pid_path) from exc
+    try:
+        _prepare(connection, path, sync)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise _open_error(path, exc, pid_path) from exc
+    except StorageError:
+        connection.close()
+        raise
+    return connection
+
+
+def _check_access(path: str) -> None:
+    # SQLite opens a file it may not write read-only and fails later with a vaguer error.
+    if os.path.isdir(path):
+        raise StorageError(f"journal {path} is a directory; give the path of a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StorageError(f"journal {path} cannot be created: {directory} does not exist")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StorageError(
+            f"journal {path} is read-only to this process; give it read and write access"
+            " or use another --journal file"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"journal {path} is in a directory this process cannot write ({directory});"
+            " SQLite keeps its WAL beside the file, so the directory must be writable"
+        )
+
+
+def _prepare(connection: sqlite3.Connection, path: str, sync: str) -> None:
+    # Exclusive locking: SQLite keeps a POSIX lock on the database file from the first
+    # transaction until close. The kernel drops it when the process dies (kill -9
+    # included), a forked child does not inherit it, and it covers every path to the
+    # same file; SQLite also refuses a second connection from the same process.
+    connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+    if mode is None or mode[0] != "wal":
+        raise StorageError(f"journal {path} could not be put in WAL mode (it stayed {mode})")
+    connection.execute(f"PRAGMA synchronous={sync.upper()}")
+    connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+    connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+    # A write transaction takes the exclusive lock now, not at the first task.
+    connection.execute("BEGIN IMMEDIATE")
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"journal {path} was written by a newer fastworker (schema {version}, this one"
+            f" reads up to {SCHEMA_VERSION}); upgrade, or start with --journal :memory:"
+            " or another file"
+        )
+    problems: list[str] = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        found = "; ".join(problems).replace("\n", "; ")
+        raise StorageError(f"journal {path} is corrupt ({found}); {_MOVE_ASIDE}")
+    if version == 0:
+        if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StorageError(
+                f"{path} is a SQLite database but not a fastworker journal; give another path"
+            )
+        connection.execute(_SCHEMA)
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    connection.execute("COMMIT")
+
+
+def _open_error(path: str, exc: sqlite3.Error, pid_path: str) -> StorageError:
+    reason = _reason(exc)
+    if reason == "busy":
+        holder = _live_pid(pid_path)
+        by = "" if holder is None else f" (pid {holder})"
+        if holder == os.getpid():
+            by = " (in this process)"
+        return StorageError(
+            f"journal {path} is in use by another control plane{by}; stop it, or give"
+            " this one another --journal file"
+        )
+    if reason in ("notadb", "corrupt"):
+        return StorageError(f"journal {path} is not a usable SQLite file ({exc}); {_MOVE_ASIDE}")
+    if reason in ("readonly", "cantopen", "perm"):
+        return StorageError(
+            f"journal {path} cannot be written ({exc}): this process needs write access to"
+            " the file and to its directory (SQLite keeps its WAL beside it)"
+        )
+    return StorageError(f"could not open journal {path}: {_describe(exc)}")
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """The kind of SQLite failure: its primary result code, lower case without prefix."""
+    name: str | None = getattr(exc, "sqlite_errorname", None)  # Python 3.11+
+    if name:
+        return name.removeprefix("SQLITE_").split("_")[0].lower()
+    # Python 3.10: SQLite's own wording of each primary code.
+    message = str(exc)
+    for text, reason in _MESSAGES:
+        if text in message:
+            return reason
+    return ""
+
+
+_MESSAGES = (
+    ("database is locked", "busy"),
+    ("file is not a database", "notadb"),
+    ("malformed", "corrupt"),
+    ("readonly database", "readonly"),
+    ("unable to open database file", "cantopen"),
+    ("disk is full", "full"),
+    ("disk I/O error", "ioerr"),
+)
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    if _reason(exc) in ("full", "ioerr"):
+        return f"{exc} (is the disk full, or the file at the process's size limit?)"
+    if _reason(exc) == "readonly":
+        return f"{exc} (this process needs write access to the file and its directory)"
+    return str(exc)
+
+
+def _live_pid(pid_path: str) -> int | None:
+    """The pid a running control plane left beside the journal, if that process lives."""
+    try:
+        with open(pid_path) as pid_file:
+            pid = int(pid_file.read().strip())
+    except (OSError, ValueError):
+        return None
+    if sys.platform == "win32":
+        return pid  # os.kill would end the process there, not probe it
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid  # alive, under another user
+    except OSError:
+        return None  # left by a control plane that was killed
+    return pid
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
