@@ -165,6 +165,8 @@ class Launcher:
                 TASK_MODULE,
                 "--address",
                 address,
+                "--journal",
+                str(self.run_dir / f"journal-{next(self._names)}.sqlite3"),
                 *spec.control_plane_flags(),
             ],
             name="control-plane",

@@ -54,9 +54,15 @@ class Processes:
         env: dict[str, str] | None = None,
         cwd: Path = TESTS_DIR,
     ) -> subprocess.Popen[bytes]:
-        """Run the ``fastworker`` command; task modules import from ``cwd``."""
+        """Run the ``fastworker`` command; task modules import from ``cwd``. A control
+        plane journals to a file of its own in the test's directory unless ``--journal``
+        says otherwise: tests run in parallel from one working directory."""
+        self._count += 1
+        journal = str(self.tmp_path / f"journal-{self._count}.sqlite3")
         argv = [sys.executable, "-m", "fastworker.server.cli", *args]
-        return self.spawn(argv, name=name, cwd=cwd, env=env)
+        return self.spawn(
+            argv, name=name, cwd=cwd, env={"FASTWORKER_JOURNAL": journal, **(env or {})}
+        )
 
     def control_plane(
         self, address: str, *extra: str, task_modules: str = "fw_tasks", cwd: Path = TESTS_DIR

@@ -7,12 +7,15 @@ the messages it queued for each connection and the state it reports.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import (
     FEATURE_LEASES,
+    StorageError,
     TaskPriority,
     TaskStatus,
     WorkerState,
@@ -20,6 +23,7 @@ from fastworker.protocol import (
 )
 from fastworker.protocol import messages as m
 from fastworker.server.core import ControlPlaneCore
+from fastworker.server.journal import Journal, TaskRecord, open_journal
 from fastworker.server.settings import ControlPlaneSettings
 
 LEASE = 3.0
@@ -44,7 +48,7 @@ def add(x: int, y: int) -> int:
 class Harness:
     """A core and the connections around it, with the time in the test's hands."""
 
-    def __init__(self, **settings: object) -> None:
+    def __init__(self, journal: Journal | None = None, **settings: object) -> None:
         registry = TaskRegistry()
         registry.register(Task(add))
         options: dict[str, object] = {"local_execution": False, "lease_timeout": LEASE}
@@ -57,13 +61,17 @@ class Harness:
             library_version="0",
             now=self.now,
             wall_offset=0.0,
+            journal=journal,
         )
         self._request = 0
 
     def send(self, conn: Conn, *messages: m.Message) -> None:
+        """As the shell does in one turn: messages, commit, dispatch, commit."""
         for message in messages:
             self.core.handle(conn, message, self.now)
+        self.core.commit(self.now)
         self.core.dispatch(self.now)
+        self.core.commit(self.now)
 
     def sent(self, conn: Conn) -> list[m.Message]:
         """Messages queued for ``conn`` since the last call (for any connection)."""
@@ -126,7 +134,9 @@ class Harness:
     def tick(self, seconds: float) -> None:
         self.now += seconds
         self.core.tick(self.now)
+        self.core.commit(self.now)
         self.core.dispatch(self.now)
+        self.core.commit(self.now)
 
     def wait(self, seconds: int, *alive: Conn) -> None:
         """Let ``seconds`` pass a second at a time, the ``alive`` workers heartbeating."""
@@ -491,3 +501,135 @@ def test_strict_priority_holds_for_each_level(priority: TaskPriority) -> None:
     urgent = h.submit("add", priority=priority)[0]
     h.worker(A, "a", slots=1)
     assert h.dispatched(A) == [urgent if priority is not TaskPriority.LOW else low]
+
+
+# --- the journal --------------------------------------------------------------------------
+
+
+class FlakyJournal:
+    """A journal kept in a dict, which refuses writes while ``failing`` is set."""
+
+    path = "flaky.sqlite3"
+    sync = "normal"
+
+    def __init__(self) -> None:
+        self.rows: dict[str, TaskRecord] = {}
+        self.failing = False
+
+    def load(self) -> list[TaskRecord]:
+        return list(self.rows.values())
+
+    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+        if self.failing:
+            raise StorageError("no space left on device")
+        self.rows.update((record.task_id, record) for record in upserts)
+        for task_id in deletes:
+            self.rows.pop(task_id, None)
+
+    def size(self) -> int:
+        return len(self.rows)
+
+    def close(self) -> None:
+        pass
+
+
+def _restart(h: Harness, journal: Journal, **settings: object) -> Harness:
+    """A new core on the same journal, as after the process was killed."""
+    again = Harness(journal=journal, **settings)
+    again.now = h.now + 30.0
+    again.core.restore(again.now)
+    again.core.commit(again.now)
+    return again
+
+
+def test_a_restart_restores_the_queue_leases_results_and_keys(tmp_path: Path) -> None:
+    journal = open_journal(str(tmp_path / "journal.sqlite3"))
+    h = Harness(journal=journal)
+    h.worker(A, "a", slots=2)
+    done, running = h.submit("add", "add")
+    h.done(A, done, value=42)
+    assert h.dispatched(A) == [done, running]
+    low = h.submit("add", priority=TaskPriority.LOW)[0]
+    normal = h.submit("add", idempotency_key="order-7")[0]
+    high = h.submit("add", priority=TaskPriority.HIGH)[0]
+    journal.close()
+
+    journal = open_journal(str(tmp_path / "journal.sqlite3"))
+    h = _restart(h, journal)
+    assert h.status(done).status is TaskStatus.SUCCEEDED
+    h.send(CLIENT, m.WatchResults(request_id=1, task_ids=[done]))
+    (pushed,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.Results)]
+    assert pushed.outcomes[0].value == encode_value(42)
+    assert h.submit("add", idempotency_key="order-7") == [normal]
+    leased = h.status(running)
+    assert leased.status is TaskStatus.QUEUED
+    assert leased.attempts == 1  # the attempt the stop interrupted counts
+    h.worker(B, "b", slots=1)
+    order: list[str] = []
+    for _ in range(4):
+        (task_id,) = h.dispatched(B)
+        order.append(task_id)
+        h.done(B, task_id)
+    # The interrupted task was first in line again, then strict priority, FIFO.
+    assert order == [high, running, normal, low]
+    journal.close()
+
+
+def test_a_task_interrupted_too_often_fails_at_restart() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal, max_attempts=1)
+    h.worker(A, "a")
+    (task_id,) = h.submit("add")
+    assert h.dispatched(A) == [task_id]
+    h = _restart(h, journal, max_attempts=1)
+    info = h.status(task_id)
+    assert info.status is TaskStatus.FAILED
+    assert info.error is not None
+    assert info.error.code == "worker_lost"
+
+
+def test_the_holder_may_report_a_task_after_a_restart() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal)
+    h.worker(A, "a")
+    (task_id,) = h.submit("add")
+    assert h.dispatched(A) == [task_id]
+    h = _restart(h, journal)
+    # The subworker reconnects with its report in the same frame as its hello.
+    late = m.TaskOutcome(task_id=task_id, status=TaskStatus.SUCCEEDED, value=encode_value(3))
+    hello = m.WorkerHello(request_id=1, worker_id="a", concurrency=1, task_names=["add"])
+    h.core.handle(A, hello, h.now)
+    h.core.handle(A, m.TasksDone(outcomes=[late]), h.now)
+    h.core.commit(h.now)
+    h.core.dispatch(h.now)
+    assert h.dispatched(A) == []  # not run a second time
+    assert h.status(task_id).status is TaskStatus.SUCCEEDED
+
+
+def test_nothing_is_accepted_that_the_journal_did_not_store() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal)
+    h.worker(A, "a")
+    (first,) = h.submit("add")
+    journal.failing = True
+    request = m.TaskRequest(name="add", args=encode_value([1, 2]), idempotency_key="k")
+    error = h.refused(CLIENT, m.SubmitTask(request_id=77, task=request))
+    assert error.code == "storage"
+    assert h.core.counters.submitted == 1
+    assert h.status(first).status is TaskStatus.RUNNING  # queries keep working
+    journal.failing = False
+    (second,) = h.submit("add", idempotency_key="k")  # the key was never taken
+    assert h.dispatched(A) == [first]
+    h.done(A, first)
+    assert set(journal.rows) == {first, second}
+    assert journal.rows[first].status is TaskStatus.SUCCEEDED
+
+
+def test_the_journal_holds_only_unfinished_tasks_and_the_cache(tmp_path: Path) -> None:
+    journal = open_journal(str(tmp_path / "journal.sqlite3"))
+    h = Harness(journal=journal, result_cache_size=10)
+    h.worker(A, "a")
+    _finish_all(h, A, 50)
+    h.submit("add", "add", "add")  # one running, two queued
+    assert len(journal.load()) == 10 + 3
+    journal.close()

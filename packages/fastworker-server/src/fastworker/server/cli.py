@@ -39,11 +39,13 @@ from fastworker.protocol import (
     ConfigurationError,
     FastworkerError,
     RejectedError,
+    StorageError,
     TaskPriority,
     TransportError,
 )
 
 from ._version import __version__
+from .journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
@@ -228,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dashboard",
         action="store_false",
         help="do not serve the dashboard even when fastworker-dashboard is installed",
+    )
+    cp.add_argument(
+        "--journal",
+        default=DEFAULT_JOURNAL_PATH,
+        help="the SQLite file that keeps queued tasks, leases and results across restarts; "
+        "':memory:' keeps nothing (default: %(default)s, in the working directory)",
+    )
+    cp.add_argument(
+        "--journal-sync",
+        choices=JOURNAL_SYNC_MODES,
+        default="normal",
+        help="normal: what was acknowledged survives the control plane being killed; "
+        "full: it also survives power loss, at an fsync per commit (default: %(default)s)",
     )
     _add_auth_token(cp)
     cp.add_argument(
@@ -473,10 +488,17 @@ async def _control_plane(options: argparse.Namespace) -> int:
         max_attempts=options.max_attempts,
         auth_token=options.auth_token,
         allow_unauthenticated=options.allow_unauthenticated,
+        journal=options.journal,
+        journal_sync=options.journal_sync,
     )
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(_WithDashboard(plane, options))
+    try:
+        return await _serve_until_signalled(_WithDashboard(plane, options))
+    except StorageError as exc:
+        # At start only: later, a write the journal refuses refuses its submissions.
+        print(f"fastworker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 async def _subworker(options: argparse.Namespace) -> int:

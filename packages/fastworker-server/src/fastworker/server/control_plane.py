@@ -10,20 +10,28 @@ of that turn are in, so a burst of submissions is dispatched as one batch per su
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 
 from fastworker.client.tasks import TaskRegistry
-from fastworker.protocol import ConfigurationError, FastworkerError, ProtocolError
+from fastworker.protocol import (
+    ConfigurationError,
+    FastworkerError,
+    NotConnectedError,
+    ProtocolError,
+)
 from fastworker.protocol import messages as m
 
 from ._transport import Listener, Peer
 from ._version import __version__
 from .core import LOCAL_WORKER_ID, ControlPlaneCore
+from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
 from .settings import ControlPlaneSettings
+from .sqlite_journal import ignore_file_size_signal
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
@@ -39,14 +47,8 @@ class ControlPlane:
         self.registry = registry
         self.settings = settings or ControlPlaneSettings()
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self.core = ControlPlaneCore(
-            registry,
-            self.settings,
-            control_plane_id=self.id,
-            library_version=__version__,
-            now=time.monotonic(),
-            wall_offset=time.time() - time.monotonic(),
-        )
+        self._core: ControlPlaneCore | None = None
+        self.journal: Journal | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatch_scheduled = False
@@ -56,8 +58,11 @@ class ControlPlane:
         self.closed = asyncio.Event()
 
     @property
-    def started_at(self) -> float:
-        return self.core.started_at
+    def core(self) -> ControlPlaneCore:
+        """The state; there is one from start() on."""
+        if self._core is None:
+            raise NotConnectedError("the control plane has not been started")
+        return self._core
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -67,12 +72,36 @@ class ControlPlane:
         Raises:
             ConfigurationError: the address is reachable from other hosts and no shared
                 secret is set (unless ``allow_unauthenticated``), or it cannot be bound.
+            StorageError: the journal cannot be used (in use, corrupt, newer, read-only).
         """
         _check_exposure(self.settings)
         self._loop = asyncio.get_running_loop()
-        if self.core.local is not None:
-            self.core.local.host = socket.gethostname()
-            self.core.local.pid = os.getpid()
+        self.journal = open_journal(self.settings.journal, sync=self.settings.journal_sync)
+        if self.journal.path != MEMORY_JOURNAL_PATH:
+            # A file-size limit then fails a write (refused submissions) instead of
+            # killing the process; only the main thread may set it.
+            with contextlib.suppress(ValueError):
+                ignore_file_size_signal()
+        now = time.monotonic()
+        try:
+            core = ControlPlaneCore(
+                self.registry,
+                self.settings,
+                control_plane_id=self.id,
+                library_version=__version__,
+                now=now,
+                wall_offset=time.time() - now,
+                journal=self.journal,
+            )
+            core.restore(now)
+            core.commit(now)
+        except BaseException:
+            self.journal.close()
+            raise
+        self._core = core
+        if core.local is not None:
+            core.local.host = socket.gethostname()
+            core.local.pid = os.getpid()
             self._runner = TaskRunner(
                 self.registry,
                 worker_id=LOCAL_WORKER_ID,
@@ -85,9 +114,19 @@ class ControlPlane:
             on_frames=self._on_frames,
             on_disconnect=self._on_disconnect,
         )
-        self._listener.open()
+        try:
+            self._listener.open()
+        except BaseException:
+            self.journal.close()
+            raise
         self._housekeeping = self._loop.create_task(self._keep_house())
-        log.info("control plane %s listening on %s", self.id, self.settings.address)
+        log.info(
+            "control plane %s listening on %s; journal %s (sync %s)",
+            self.id,
+            self.settings.address,
+            _describe_journal(self.journal),
+            self.journal.sync,
+        )
 
     async def stop(self) -> None:
         """Stop serving: say goodbye to every peer and close the socket."""
@@ -107,6 +146,12 @@ class ControlPlane:
         listener.close()
         if self._runner is not None:
             self._runner.close()
+        self.core.commit(time.monotonic())
+        if self.journal is not None:
+            try:
+                self.journal.close()
+            except FastworkerError as exc:
+                log.error("%s", exc)
         self.closed.set()
 
     @property
@@ -171,8 +216,10 @@ class ControlPlane:
     # --- effects out --------------------------------------------------------------------
 
     def _carry_out(self) -> None:
-        """Do what the core asked for: send, start local runs, drop connections."""
+        """Store what changed, then do what the core asked for: send (the replies that
+        waited for the journal too), start local runs, drop connections."""
         core = self.core
+        core.commit(time.monotonic())
         if core.sends:
             sends, core.sends = core.sends, []
             peers = self._listener.peers if self._listener is not None else {}
@@ -197,6 +244,12 @@ class ControlPlane:
         if peer_id is None or self._listener is None:
             return None
         return self._listener.peers.get(peer_id)
+
+
+def _describe_journal(journal: Journal) -> str:
+    if journal.path == MEMORY_JOURNAL_PATH:
+        return "in memory (a restart loses every task)"
+    return os.path.abspath(journal.path)
 
 
 _LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")

@@ -17,6 +17,7 @@ from fastworker.protocol import ConfigurationError, TaskPriority
 from fastworker.protocol.messages import TaskOutcome, TaskStatus
 
 __all__ = [
+    "DEFAULT_JOURNAL_PATH",
     "JOURNAL_SYNC_MODES",
     "MEMORY_JOURNAL_PATH",
     "Journal",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 MEMORY_JOURNAL_PATH = ":memory:"
+
+DEFAULT_JOURNAL_PATH = "fastworker-journal.sqlite3"
+"""In the working directory, as ``celery beat`` keeps its schedule file."""
 
 JOURNAL_SYNC_MODES = ("normal", "full")
 """``normal`` survives the control plane being killed; ``full`` also survives power loss."""

@@ -16,6 +16,8 @@ from fastworker.protocol import (
     DEFAULT_TASK_HISTORY_SIZE,
 )
 
+from .journal import DEFAULT_JOURNAL_PATH
+
 __all__ = ["ControlPlaneSettings"]
 
 
@@ -41,3 +43,7 @@ class ControlPlaneSettings:
     """Shared secret every client and subworker must present in its hello."""
     allow_unauthenticated: bool = False
     """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
+    journal: str = DEFAULT_JOURNAL_PATH
+    """The SQLite file that keeps tasks across restarts; ``:memory:`` keeps none."""
+    journal_sync: str = "normal"
+    """``normal`` survives the control plane being killed, ``full`` also power loss."""

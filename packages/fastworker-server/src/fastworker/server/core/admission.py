@@ -46,14 +46,18 @@ class Admission:
         self.recent: collections.deque[TaskState] = collections.deque(maxlen=settings.history_size)
         """The latest submitted tasks, oldest first: what history queries search."""
         self._scheduler = scheduler
+        self.dirty = scheduler.dirty
         self._cache = cache
         self._counters = counters
         self._names: list[str] | None = None
         self._name_set: frozenset[str] = frozenset()
 
-    def submit(self, peer_id: int, requests: list[m.TaskRequest], wall: float) -> list[str]:
-        """Queue tasks; their ids in request order. A batch is checked whole before
-        anything changes, so it is accepted whole or refused whole."""
+    def submit(
+        self, peer_id: int, requests: list[m.TaskRequest], wall: float
+    ) -> tuple[list[str], list[str]]:
+        """Queue tasks; their ids in request order, and the ids of those that are new
+        (not known by idempotency key). A batch is checked whole before anything
+        changes, so it is accepted whole or refused whole."""
         plan: list[tuple[m.TaskRequest, str, bool]] = []
         """(request, task id, whether it is new)."""
         keys: dict[str, str] = {}
@@ -79,10 +83,12 @@ class Admission:
                 f"{self.limit}; retry later"
             )
         ids: list[str] = []
+        fresh: list[str] = []
         for request, task_id, new in plan:
             ids.append(task_id)
             if not new:
                 continue
+            fresh.append(task_id)
             task = TaskState(
                 task_id=task_id,
                 name=request.name,
@@ -95,17 +101,25 @@ class Admission:
             )
             if request.notify:
                 task.watchers.add(peer_id)
-            self.admit(task)
+            self.restore(task)
+            self.dirty.add(task_id)
             self._scheduler.enqueue(task)
             self._counters.submitted += 1
-        return ids
+        return ids, fresh
 
-    def admit(self, task: TaskState) -> None:
-        """Count a task as active (new, or read back at start)."""
-        self.active[task.task_id] = task
+    def restore(self, task: TaskState) -> None:
+        """Know a task: a new one, or one read back at start. An unfinished one counts
+        as active; a finished one goes to the cache with :meth:`restore_finished`."""
+        if not task.status.is_final:
+            self.active[task.task_id] = task
         self.recent.append(task)
         if task.idempotency_key is not None:
             self.idempotency[task.idempotency_key] = task.task_id
+
+    def restore_finished(self, task: TaskState) -> None:
+        """Put a finished task read back at start into the result cache, oldest first."""
+        for evicted in self._cache.add(task):
+            self._forget(evicted)
 
     def check(self, request: m.TaskRequest) -> None:
         """Refuse a request no one can run, or whose arguments do not fit the task."""
@@ -147,6 +161,7 @@ class Admission:
             task.finished_at = outcome.finished_at
         task.done = now
         self.active.pop(task.task_id, None)
+        self.dirty.add(task.task_id)
         if outcome.status is TaskStatus.SUCCEEDED:
             self._counters.succeeded += 1
         elif outcome.status is TaskStatus.CANCELLED:
@@ -161,6 +176,7 @@ class Admission:
             self._forget(expired)
 
     def _forget(self, task: TaskState) -> None:
+        self.dirty.add(task.task_id)  # to be deleted from the journal
         key = task.idempotency_key
         if key is not None and self.idempotency.get(key) == task.task_id:
             del self.idempotency[key]

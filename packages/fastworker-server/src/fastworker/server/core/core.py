@@ -33,9 +33,11 @@ from fastworker.protocol import (
 )
 from fastworker.protocol import messages as m
 
+from ..journal import Journal, MemoryJournal
 from ..settings import ControlPlaneSettings
 from .admission import Admission
 from .cache import ResultCache
+from .durability import Durability
 from .limiter import LogLimiter
 from .records import LOCAL_WORKER_ID, TaskState, WorkerRecord
 from .scheduler import Scheduler
@@ -69,6 +71,7 @@ class ControlPlaneCore:
         library_version: str,
         now: float,
         wall_offset: float,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.id = control_plane_id
@@ -77,10 +80,13 @@ class ControlPlaneCore:
         self.started_at = now + wall_offset
         self.counters = m.Counters()
         self.cache = ResultCache(settings.result_cache_size, settings.result_ttl)
-        self.scheduler = Scheduler(self.counters)
+        self.scheduler = Scheduler(self.counters, set())
         self.workers: dict[str, WorkerRecord] = {}
         self.admission = Admission(
             registry, settings, self.scheduler, self.cache, self.counters, self.workers
+        )
+        self.durability = Durability(
+            journal or MemoryJournal(), self.admission, self.scheduler, self.cache, self.counters
         )
         self._worker_by_peer: dict[int, WorkerRecord] = {}
         self.lost_workers: list[WorkerRecord] = []
@@ -127,11 +133,9 @@ class ControlPlaneCore:
             worker.last_heartbeat = now + self.wall_offset
         match message:
             case m.SubmitTask(request_id=request_id, task=request):
-                ids = self.admission.submit(peer.id, [request], now + self.wall_offset)
-                self.sends.append((peer.id, m.Accepted(request_id=request_id, task_ids=ids)))
+                self._submit(peer, request_id, [request], now)
             case m.SubmitBatch(request_id=request_id, tasks=requests):
-                ids = self.admission.submit(peer.id, requests, now + self.wall_offset)
-                self.sends.append((peer.id, m.Accepted(request_id=request_id, task_ids=ids)))
+                self._submit(peer, request_id, requests, now)
             case m.TasksDone(outcomes=outcomes):
                 worker = self._worker_by_peer[peer.id]
                 for outcome in outcomes:
@@ -173,6 +177,24 @@ class ControlPlaneCore:
                     self._worker_gone(worker, "said goodbye", now)
             case _:
                 raise ProtocolError(f"{type(message).__name__} is not a request to a control plane")
+
+    def _submit(
+        self, peer: Connection, request_id: int, requests: list[m.TaskRequest], now: float
+    ) -> None:
+        ids, new_ids = self.admission.submit(peer.id, requests, now + self.wall_offset)
+        reply = m.Accepted(request_id=request_id, task_ids=ids)
+        self.durability.accepted(peer.id, reply, new_ids, self.sends)
+
+    def commit(self, now: float) -> None:
+        """Store what changed since the last commit; then the replies that waited for it
+        go out. Once per turn of the loop, before anything else is dispatched."""
+        self.durability.commit(now, self.sends)
+
+    def restore(self, now: float) -> None:
+        """Read the journal back; call once, before the first message."""
+        wall = now + self.wall_offset
+        for task in self.durability.restore(now, self.wall_offset, self.settings.max_attempts):
+            self._finish(task, self.durability.lost_outcome(task, wall), now)
 
     def _authenticate(self, peer: Connection, message: m.Message) -> None:
         token = self.settings.auth_token

@@ -18,7 +18,9 @@ class Scheduler:
     """Queued tasks in strict priority order, FIFO within a level. A task no candidate
     can run is parked: still queued (counted, cancellable) but out of line."""
 
-    def __init__(self, counters: m.Counters) -> None:
+    def __init__(self, counters: m.Counters, dirty: set[str]) -> None:
+        self.dirty = dirty
+        """Ids of tasks changed since the journal last heard (shared with Admission)."""
         self.queue: PriorityQueue[TaskState] = PriorityQueue()
         self.parked: dict[str, dict[str, TaskState]] = {}
         """Parked tasks by name, in queue order."""
@@ -45,6 +47,7 @@ class Scheduler:
         task.last_holder = task.worker_id
         task.worker_id = ""
         self._counters.requeued += 1
+        self.dirty.add(task.task_id)
         self._front -= 1
         task.order = self._front
         self.queue.push(task.task_id, task.priority, task, front=True)
@@ -107,6 +110,7 @@ class Scheduler:
             task.attempts += 1
             task.leased = task.renewed = now
             worker.assigned.add(task.task_id)
+            self.dirty.add(task.task_id)
             self._counters.running += 1
             assignment = m.TaskAssignment(
                 task_id=task.task_id,

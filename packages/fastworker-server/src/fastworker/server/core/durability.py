@@ -1,0 +1,209 @@
+"""What the journal has yet to hear, the replies that wait for it, and the state read back
+from it at start.
+
+Every change of a task marks its id dirty; :meth:`Durability.commit` writes every dirty
+task (or deletes it, once forgotten) in one call per event-loop turn, and only then lets
+the ``Accepted`` replies of that turn go. A write that fails takes back the submissions
+it carried and answers them with the error: nothing is acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastworker.protocol import StorageError, TaskStatus, WorkerLostError
+from fastworker.protocol import messages as m
+
+from ..journal import MEMORY_JOURNAL_PATH, Journal, TaskRecord
+from .admission import Admission
+from .cache import ResultCache
+from .limiter import LogLimiter
+from .records import TaskState
+from .scheduler import Scheduler
+
+__all__ = ["Durability"]
+
+log = logging.getLogger("fastworker.control_plane")
+
+
+class Durability:
+    """The journal's side of the core."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        admission: Admission,
+        scheduler: Scheduler,
+        cache: ResultCache,
+        counters: m.Counters,
+    ) -> None:
+        self.journal = journal
+        self.durable = journal.path != MEMORY_JOURNAL_PATH
+        self.dirty = admission.dirty
+        self._held: list[tuple[int, m.Accepted, list[str]]] = []
+        """Accepted replies waiting for their tasks to be stored, with the new ids."""
+        self._admission = admission
+        self._scheduler = scheduler
+        self._cache = cache
+        self._counters = counters
+        self._log = LogLimiter(log, interval=10.0)
+        self.failing = False
+
+    def accepted(
+        self,
+        peer_id: int,
+        reply: m.Accepted,
+        new_ids: list[str],
+        sends: list[tuple[int, m.Message]],
+    ) -> None:
+        """Send ``reply`` once its tasks are stored (at once without a journal)."""
+        if self.durable:
+            self._held.append((peer_id, reply, new_ids))
+        else:
+            sends.append((peer_id, reply))
+
+    def commit(self, now: float, sends: list[tuple[int, m.Message]]) -> None:
+        """Store every task changed since the last commit, then release the replies."""
+        if not self.durable:
+            self.dirty.clear()
+            return
+        if not self.dirty and not self._held:
+            return
+        upserts: list[TaskRecord] = []
+        deletes: list[str] = []
+        lookup = self._admission.lookup
+        for task_id in self.dirty:
+            task = lookup(task_id)
+            if task is None:
+                deletes.append(task_id)
+            else:
+                upserts.append(_record(task))
+        try:
+            self.journal.write(upserts, deletes)
+        except StorageError as exc:
+            self.failing = True
+            self._log.warning(
+                now, "the journal refused a write; its submissions are refused: %s", exc
+            )
+            held, self._held = self._held, []
+            error = m.ErrorInfo(code=exc.remote_code, message=exc.message)
+            for peer_id, reply, new_ids in held:
+                self._take_back_submission(new_ids)
+                sends.append((peer_id, m.ErrorReply(request_id=reply.request_id, error=error)))
+            return  # what is still dirty is tried again with the next commit
+        if self.failing:
+            self.failing = False
+            log.info("the journal takes writes again")
+        self.dirty.clear()
+        sends.extend((peer_id, reply) for peer_id, reply, _ in self._held)
+        self._held.clear()
+
+    def _take_back_submission(self, task_ids: list[str]) -> None:
+        """Forget tasks whose submission could not be stored: as if never sent."""
+        admission = self._admission
+        for task_id in task_ids:
+            task = admission.active.pop(task_id, None) or self._cache.remove(task_id)
+            if task is None:
+                continue
+            self._scheduler.unqueue(task)
+            with contextlib.suppress(ValueError):  # already out of the history window
+                admission.recent.remove(task)
+            key = task.idempotency_key
+            if key is not None and admission.idempotency.get(key) == task_id:
+                del admission.idempotency[key]
+            self._counters.submitted -= 1
+
+    def restore(self, now: float, wall_offset: float, max_attempts: int) -> list[TaskState]:
+        """Read the journal back into an empty core. Queued tasks keep their places; tasks
+        that were leased when the control plane stopped go to the front of their level
+        with that attempt counted, or fail past ``max_attempts``. Returns the tasks that
+        failed so (the caller finishes them)."""
+        records = sorted(self.journal.load(), key=lambda r: r.queued_at)
+        wall = now + wall_offset
+        queued: list[TaskState] = []
+        leased: list[TaskState] = []
+        finished: list[TaskState] = []
+        for record in records:
+            task = _task(record)
+            if task.status.is_final:
+                finished.append(task)
+                # Ages carry over: a result keeps its time to live across restarts.
+                task.done = now - max(0.0, wall - (task.finished_at or wall))
+            else:
+                (leased if task.status is TaskStatus.RUNNING else queued).append(task)
+            self._admission.restore(task)
+        for task in sorted(finished, key=lambda t: t.done):
+            self._admission.restore_finished(task)
+        self._scheduler.restore(queued)
+        lost: list[TaskState] = []
+        for task in sorted(leased, key=lambda t: t.order, reverse=True):
+            self.dirty.add(task.task_id)
+            if task.attempts >= max_attempts:
+                lost.append(task)
+            else:
+                self._scheduler.requeue(task)
+        self._admission.expire(now)
+        if records:
+            log.info(
+                "journal %s: %d queued, %d were running (queued again), %d results",
+                self.journal.path,
+                len(queued),
+                len(leased),
+                len(finished),
+            )
+        return lost
+
+    @staticmethod
+    def lost_outcome(task: TaskState, wall: float) -> m.TaskOutcome:
+        error = WorkerLostError(
+            f"task {task.task_id} was running when the control plane stopped, "
+            f"{task.attempts} times; giving up"
+        )
+        return m.TaskOutcome(
+            task_id=task.task_id,
+            status=TaskStatus.FAILED,
+            error=m.ErrorInfo(code=error.remote_code, message=error.message),
+            worker_id=task.worker_id,
+            finished_at=wall,
+        )
+
+
+def _record(task: TaskState) -> TaskRecord:
+    return TaskRecord(
+        task_id=task.task_id,
+        name=task.name,
+        priority=task.priority,
+        args=task.args,
+        kwargs=task.kwargs,
+        timeout=task.timeout,
+        queued_at=task.queued_at,
+        idempotency_key=task.idempotency_key,
+        status=task.status,
+        attempts=task.attempts,
+        order=task.order,
+        worker_id=task.worker_id,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        outcome=task.outcome,
+    )
+
+
+def _task(record: TaskRecord) -> TaskState:
+    return TaskState(
+        task_id=record.task_id,
+        name=record.name,
+        priority=record.priority,
+        args=record.args,
+        kwargs=record.kwargs,
+        timeout=record.timeout,
+        queued_at=record.queued_at,
+        idempotency_key=record.idempotency_key,
+        status=record.status,
+        worker_id=record.worker_id,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        attempts=record.attempts,
+        order=record.order,
+        outcome=record.outcome,
+    )
