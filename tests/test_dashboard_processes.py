@@ -15,6 +15,7 @@ import pytest
 
 from fastworker.client import TaskCall, TaskPriority
 from fw_processes import Processes, connect, wait_for_workers
+from fw_waits import SLACK, Gate
 from test_dashboard_browser import start_dashboard
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,7 +50,9 @@ async def test_the_json_twins_show_what_the_control_plane_reports(processes: Pro
         processes.subworker(address, "solo", "--concurrency", "1")
         await wait_for_workers(client, 1)
         url = await asyncio.to_thread(start_dashboard, processes, address)
-        blocker = await client.delay("block", 3.0, priority=TaskPriority.CRITICAL)
+        # Holds the only slot until the checks are done, so the rest stays queued.
+        gate = Gate(processes.tmp_path)
+        blocker = await client.delay("hold", gate.path, priority=TaskPriority.CRITICAL)
         await client.delay_many([TaskCall("add", (i, i), priority="low") for i in range(30)])
         await client.delay_many([TaskCall("add", (i, i), priority="high") for i in range(7)])
 
@@ -69,9 +72,10 @@ async def test_the_json_twins_show_what_the_control_plane_reports(processes: Pro
 
         status, task = await asyncio.to_thread(_get_json, url + f"api/tasks/{blocker}")
         assert status == 200
-        assert task["name"] == "block"
-        assert task["args"] == [3.0]
+        assert task["name"] == "hold"
+        assert task["args"] == [gate.path]
         assert task["status"] == "running"
+        gate.open()
     finally:
         await client.stop()
 
@@ -113,13 +117,15 @@ async def test_the_standalone_app_reconnects_afresh_after_a_long_silence(
     from fastworker.dashboard import app as dashboard_app
     from fastworker.dashboard import create_app
 
+    fresh_after = 1.5
     monkeypatch.setattr(dashboard_app, "REQUEST_TIMEOUT", 0.5)
-    monkeypatch.setattr(dashboard_app, "FRESH_CONNECTION_AFTER", 1.5)
+    monkeypatch.setattr(dashboard_app, "FRESH_CONNECTION_AFTER", fresh_after)
     address = processes.address()
     args = ("control-plane", "--task-modules", "fw_tasks", "--address", address)
     env = {"FASTWORKER_DASHBOARD": "0"}
     first = processes.fastworker(*args, name="control-plane", env=env)
-    await (await connect(address)).stop()
+    async with await connect(address) as client:
+        await client.delay_many([TaskCall("add", (i, i)) for i in range(5)])
 
     def status_within(http: TestClient, status: int, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -130,18 +136,30 @@ async def test_the_standalone_app_reconnects_afresh_after_a_long_silence(
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.1)
 
+    def connecting_afresh() -> bool:
+        return any("connecting afresh" in r.getMessage() for r in caplog.records)
+
     def scenario() -> None:
         http = TestClient(create_app(address))
         with http:
-            before = status_within(http, 200, 30)["control_plane_id"]
+            assert status_within(http, 200, 30)["counters"]["submitted"] == 5
             first.kill()
             first.wait(timeout=10)
             status_within(http, 503, 30)
-            time.sleep(3)  # silent for longer than FRESH_CONNECTION_AFTER
+            # The app checks its last answer once a second.
+            deadline = time.monotonic() + fresh_after + 1.0 + SLACK
+            while not connecting_afresh():
+                assert time.monotonic() < deadline, "the app kept its silent client"
+                time.sleep(0.05)
             processes.fastworker(*args, name="control-plane-2", env=env)
-            after = status_within(http, 200, 30)["control_plane_id"]
-            assert after != before
+            # What the page shows now is the new control plane's: it has seen one task.
+            asyncio.run(_submit_one(address))
+            assert status_within(http, 200, 30)["counters"]["submitted"] == 1
 
     caplog.set_level("WARNING", logger="fastworker.dashboard")
     await asyncio.to_thread(scenario)
-    assert any("connecting afresh" in record.getMessage() for record in caplog.records)
+
+
+async def _submit_one(address: str) -> None:
+    async with await connect(address) as client:
+        await client.delay("add", 1, 1)
