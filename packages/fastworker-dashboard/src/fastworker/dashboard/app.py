@@ -3,8 +3,8 @@
 Every view is an HTML page (or an htmx fragment of one) with a JSON twin under ``/api``.
 The page polls its fragments every second with htmx, so it follows the control plane
 without reloads; every list is paged and every page size bounded, so it stays quick with
-many thousands of tasks. The control plane is read only through
-:class:`fastworker.client.Client`.
+many thousands of tasks. The control plane is read only through the client calls of
+:class:`~fastworker.dashboard.DashboardSource`, which :class:`fastworker.client.Client` has.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from . import _format
 from ._htmx import HTMX_FILE, HTMX_VERSION
 from ._metrics import Sampler
 from ._security import CSRF_HEADER, TOKEN_COOKIE, AccessGuard, CsrfGuard
+from ._source import DashboardSource
 from ._version import __version__
 from ._views import (
     PRIORITIES,
@@ -226,14 +227,14 @@ class _Dashboard:
 
     def __init__(
         self,
-        client: Client | Callable[[], Client],
+        client: DashboardSource | Callable[[], DashboardSource],
         access_token: str | None,
         *,
         keep_sampling: bool = False,
         connection_problem: Callable[[], str | None] = _no_problem,
     ) -> None:
         if callable(client):
-            self.client: Callable[[], Client] = client
+            self.client: Callable[[], DashboardSource] = client
         else:
             fixed = client
             self.client = lambda: fixed
@@ -412,7 +413,7 @@ class _Dashboard:
     # --- reading the control plane --------------------------------------------------------
 
     def _unreachable(
-        self, client: Client, exc: FastworkerError, stale_since: float | None = None
+        self, client: DashboardSource, exc: FastworkerError, stale_since: float | None = None
     ) -> dict[str, Any]:
         """What the page and the JSON twins say about a control plane that did not answer."""
         if isinstance(exc, NotConnectedError):
@@ -711,7 +712,9 @@ class _Dashboard:
             )
         return self._json({"task_id": task_id, "new_task_id": new_id, "url": link})
 
-    def _action_unreachable(self, request: Request, client: Client, exc: Exception) -> Response:
+    def _action_unreachable(
+        self, request: Request, client: DashboardSource, exc: Exception
+    ) -> Response:
         message = f"control plane unreachable at {client.address}"
         if _is_htmx(request):
             return self._toast(request, "error", message + "; nothing was done")
@@ -724,7 +727,7 @@ class _Dashboard:
 
 
 def create_router(
-    client: Client | Callable[[], Client], *, access_token: str | None = None
+    client: DashboardSource | Callable[[], DashboardSource], *, access_token: str | None = None
 ) -> APIRouter:
     """The dashboard as a router to mount in your own FastAPI app.
 
