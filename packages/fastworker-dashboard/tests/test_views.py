@@ -247,15 +247,24 @@ def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: Fak
     assert "retry refused" in body
 
 
-def test_everything_works_under_a_prefix(make_http: Callable[..., TestClient]) -> None:
+def test_everything_works_under_a_prefix(
+    make_http: Callable[..., TestClient], fake: FakeSource
+) -> None:
+    fake.add("add")
+    queued = fake.add("add", status=TaskStatus.QUEUED)
     http = make_http(prefix="/ops/fastworker")
     html = http.get("/ops/fastworker/").text
-    urls = re.findall(r'(?:href|src|hx-get|hx-post)="([^"]+)"', html)
-    assert urls
+    urls = [u.replace("&amp;", "&") for u in re.findall(r'(?:href|src|hx-get)="([^"]+)"', html)]
+    actions = re.findall(r'hx-post="([^"]+)"', html)
+    assert len(urls) > 5
+    assert actions == [f"/ops/fastworker/actions/cancel/{queued}"]
     for url in urls:
         assert url.startswith("/ops/fastworker/"), url
-        if "/actions/" not in url:
-            assert http.get(url.replace("&amp;", "&")).status_code in (200, 404), url
+        assert http.get(url).status_code == 200, url
+    # The page's own action, posted as htmx posts it.
+    headers = {"X-CSRF-Token": csrf_token(html), "Origin": ORIGIN, "HX-Request": "true"}
+    assert http.post(actions[0], headers=headers).status_code == 200
+    assert fake.cancelled == [queued]
     assert http.get("/ops/fastworker/api/overview").status_code == 200
 
 
