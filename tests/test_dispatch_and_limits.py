@@ -107,6 +107,29 @@ async def test_an_idempotency_key_returns_the_first_task(processes: Processes) -
         await client.stop()
 
 
+async def test_an_idempotency_key_in_a_batch_returns_the_first_task(
+    processes: Processes,
+) -> None:
+    address, client = await _plane_with_workers(processes, "one")
+    try:
+        first = await client.delay("echo", "once", idempotency_key="order-7")
+        async with Client(address) as second:
+            other, again = await second.delay_many(
+                [
+                    TaskCall("echo", ("other",)),
+                    TaskCall("echo", ("twice",), idempotency_key="order-7"),
+                ]
+            )
+            assert again == first
+            assert other != first
+            # The batch's caller gets the first task's result, as the first caller does.
+            assert await second.result(again, timeout=10) == "once"
+            assert await second.result(other, timeout=10) == "other"
+        assert (await client.history(name="echo")).total == 2
+    finally:
+        await client.stop()
+
+
 async def test_tasks_wait_for_a_subworker_when_none_is_connected(processes: Processes) -> None:
     address = processes.address()
     processes.control_plane(address, "--no-local-execution")
