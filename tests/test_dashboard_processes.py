@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import TaskCall, TaskPriority
+from fastworker.client import TaskCall, TaskPriority, TaskStatus
 from fw_processes import Processes, connect, wait_for_workers
 from fw_waits import SLACK, Gate
 from test_dashboard_browser import start_dashboard
@@ -76,6 +77,53 @@ async def test_the_json_twins_show_what_the_control_plane_reports(processes: Pro
         assert task["args"] == [gate.path]
         assert task["status"] == "running"
         gate.open()
+    finally:
+        await client.stop()
+
+
+async def _get_text(url: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    return await asyncio.to_thread(get)
+
+
+def _post(url: str, origin: str, csrf: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, method="POST", headers={"X-CSRF-Token": csrf, "Origin": origin}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_two_retries_of_one_failed_task_make_one_task(processes: Processes) -> None:
+    # Two tabs, or a double click: both POSTs arrive while neither has been answered.
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        processes.subworker(address, "solo", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        url = await asyncio.to_thread(start_dashboard, processes, address)
+        failed = await client.delay("fail", "once")
+        assert (await client.wait(failed, timeout=30)).status is TaskStatus.FAILED
+        found = re.search(r'<meta name="csrf-token" content="([^"]+)">', await _get_text(url))
+        assert found is not None
+        retry = f"{url}actions/retry/{failed}"
+        answers = await asyncio.gather(
+            *(asyncio.to_thread(_post, retry, url.rstrip("/"), found.group(1)) for _ in range(2))
+        )
+        assert [status for status, _body in answers] == [200, 200], answers
+        new_ids = {body["new_task_id"] for _status, body in answers}
+        assert len(new_ids) == 1, new_ids
+        (retried,) = new_ids
+        assert retried != failed
+        assert (await client.history(name="fail")).total == 2  # the failed task and one retry
+        assert (await client.wait(retried, timeout=30)).status is TaskStatus.FAILED
     finally:
         await client.stop()
 

@@ -235,6 +235,8 @@ def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: Fak
         {"priority": "not the option", "timeout": 3},
         TaskPriority.HIGH,
     )
+    # Keyed by the failed task, so the control plane makes one retry of it, not one a POST.
+    assert call.idempotency_key == f"retry-of:{failed}"
     cancelled = fake.add("add", status=TaskStatus.CANCELLED)
     status, html = _post(http, f"/actions/retry/{cancelled}", htmx=True)
     assert status == 200

@@ -71,6 +71,8 @@ API_MAX_LIMIT: Final = 500
 """Largest ``limit`` of ``/api/history``."""
 FRESH_CONNECTION_AFTER: Final = 30.0
 """Seconds without an answer after which the standalone app replaces its client."""
+RETRY_KEY_PREFIX: Final = "retry-of:"
+"""Prefix of the idempotency key of a retry; the retried task's id follows it."""
 _RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
 _REFUSED_RETRY: Final = 5.0
 
@@ -692,6 +694,9 @@ class _Dashboard:
             args=list(args),  # pyright: ignore[reportUnknownArgumentType]
             kwargs={str(k): v for k, v in kwargs.items()},  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
             priority=info.priority,
+            # One retry per task, however many clicks or tabs: the control plane answers
+            # a second POST with the first retry's id.
+            idempotency_key=f"{RETRY_KEY_PREFIX}{task_id}",
         )
         try:
             # delay_many, not delay: a task keyword named like one of delay's options
