@@ -69,3 +69,20 @@ def lag() -> str:
 @task
 def echo(value: object) -> object:
     return value
+
+
+HOLD_BOUND = 60.0
+"""Seconds a held task waits for its release before it fails: a test that forgets to
+release one must not leave a slot taken for ever."""
+
+
+@task
+def hold(release_file: str) -> str:
+    """Run until ``release_file`` exists: a test holds a slot for exactly as long as its
+    check needs, then releases it (``Path(release_file).touch()``)."""
+    deadline = time.monotonic() + HOLD_BOUND
+    while not os.path.exists(release_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody created {release_file} within {HOLD_BOUND} s")
+        time.sleep(0.01)  # a file has no event to wait on; the bound is above
+    return "released"

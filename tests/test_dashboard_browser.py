@@ -7,8 +7,9 @@ Screenshots go to ``artifacts/dashboard/`` at the repository root (ignored by gi
 also copied to ``docs/images/dashboard.png``, the README's picture.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright``
-package (``pip install playwright``; its own browser download is not used); the tests are
-skipped without them.
+package (``pip install playwright``; its own browser download is not used). Without them
+the tests are skipped, except under ``CI=true``, where they fail: a CI run that skipped
+the browser would pass without having tested the page.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pytest
 from fastworker.client import Client, TaskCall, TaskPriority, TaskStatus
 from fastworker.protocol import decode_value
 from fw_processes import Processes, connect, wait_for_workers
+from fw_waits import Gate
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -58,16 +60,29 @@ DOCS_SCREENSHOT = ROOT / "docs" / "images" / "dashboard.png"
 WAIT_MS = 20_000
 """Bound of every wait on the page's state, in milliseconds."""
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Chromium at /usr/bin/chromium: apt-get install -y chromium",
-    ),
-    pytest.mark.skipif(
-        not have_playwright, reason="needs the playwright package: pip install playwright"
-    ),
-]
+pytestmark = pytest.mark.timeout(180)
+
+
+def _missing_browser() -> str | None:
+    if not CHROMIUM.exists():
+        return (
+            f"needs Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` "
+            "(as root; .ci/run does this when run as root)"
+        )
+    if not have_playwright:
+        return "needs the playwright package: pip install playwright"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _browser() -> None:
+    """Skips a browser test that has no browser, or fails it under CI=true."""
+    missing = _missing_browser()
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and the browser tests cannot run: {missing}", pytrace=False)
+    pytest.skip(missing)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -209,23 +224,24 @@ async def test_priorities_move_live_in_the_page(processes: Processes) -> None:
             await page.wait_for_timeout(700)
         await page.wait_for_selector('.stat[data-counter="succeeded"][data-value="450"]')
 
-        # The only worker slot is taken for a while, so everything after queues.
-        blocker = await client.delay("block", 10.0, priority=TaskPriority.CRITICAL)
+        # The only worker slot is held until the test lets go, so everything after queues.
+        gate = Gate(processes.tmp_path)
+        blocker = await client.delay("hold", gate.path, priority=TaskPriority.CRITICAL)
         await page.wait_for_selector('.stat[data-counter="running"][data-value="1"]')
 
+        # The LOW tasks hold the slot in turn, so LOW cannot drain while the page is looked at.
+        low_gate = Gate(processes.tmp_path, "low")
         seen_low: list[int] = []
         for batch in range(3):
             await client.delay_many(
-                [TaskCall("block", (0.05,), priority=TaskPriority.LOW) for _ in range(50)]
+                [TaskCall("hold", (low_gate.path,), priority=TaskPriority.LOW) for _ in range(50)]
             )
             seen = await wait_for_depths(page, f"d.low >= {50 * (batch + 1)}")
             seen_low.append(seen["low"])
         assert seen_low == sorted(seen_low)
         assert seen_low[-1] >= 150  # the LOW bar grew
 
-        await client.delay_many(
-            [TaskCall("block", (0.05,), priority=TaskPriority.HIGH) for _ in range(20)]
-        )
+        await client.delay_many([TaskCall("add", (i, i), priority="high") for i in range(20)])
         under_load = await wait_for_depths(page, "d.high >= 20 && d.low >= 150")
         assert under_load["high"] == 20
         high_width = await page.eval_on_selector(
@@ -249,6 +265,7 @@ async def test_priorities_move_live_in_the_page(processes: Processes) -> None:
 
         # When the blocker ends, HIGH drains first while LOW waits: strict priorities,
         # seen in the same page, never reloaded.
+        gate.open()
         drained = await wait_for_depths(page, "d.high === 0 && d.low >= 100")
         assert drained["critical"] == 0
         assert (await client.wait(blocker, timeout=30)).status is TaskStatus.SUCCEEDED
@@ -264,11 +281,10 @@ async def test_priorities_move_live_in_the_page(processes: Processes) -> None:
         await screenshot(phone, "phone")
         await phone.close()
 
-        # Leave nothing running long: cancel what still waits.
-        overview = await client.overview()
-        if overview.queue_depth.total:
-            waiting = await client.history(status=TaskStatus.QUEUED, limit=1000)
-            await client.cancel(*(t.task_id for t in waiting.tasks))
+        # Leave nothing running: cancel what still waits, and release the LOW task that runs.
+        waiting = await client.history(status=TaskStatus.QUEUED, limit=1000)
+        await client.cancel(*(t.task_id for t in waiting.tasks))
+        low_gate.open()
 
 
 async def test_cancel_retry_and_forged_posts_from_the_page(processes: Processes) -> None:
@@ -276,7 +292,9 @@ async def test_cancel_retry_and_forged_posts_from_the_page(processes: Processes)
         client = setup.client
         failed = await client.delay("fail", "boom", priority=TaskPriority.HIGH)
         assert (await client.wait(failed, timeout=30)).status is TaskStatus.FAILED
-        blocker = await client.delay("block", 6.0, priority=TaskPriority.CRITICAL)
+        # Holds the only slot until the checks below are done: what comes after queues.
+        gate = Gate(processes.tmp_path)
+        blocker = await client.delay("hold", gate.path, priority=TaskPriority.CRITICAL)
         queued = await client.delay("add", 1, 2, priority=TaskPriority.LOW)
 
         page = await browser.new_page(viewport={"width": 1360, "height": 1000})
@@ -310,20 +328,14 @@ async def test_cancel_retry_and_forged_posts_from_the_page(processes: Processes)
         assert (retried.name, retried.priority) == ("fail", TaskPriority.HIGH)
         assert decode_value(retried.args) == ["boom"]
         assert decode_value(retried.kwargs) == {}
-        # It runs again (after the blocker) and fails the same way.
-        outcome = await client.wait(new_id, timeout=60)
-        assert outcome.status is TaskStatus.FAILED
-        assert "boom" in str(outcome.error)
-        await page.click("#toast .toast-ok a")
-        await page.wait_for_selector(
-            f'#task[data-task-id="{new_id}"][data-status="failed"]', timeout=WAIT_MS
-        )
-        await client.wait(blocker, timeout=30)
 
-        # A POST without the token, from the page's own origin: refused.
-        victim = await client.delay("block", 0.01, priority=TaskPriority.LOW)
-        await page.goto(setup.url)
-        status = await page.evaluate(
+        # Forged POSTs against a task that is still queued, so a cancel would take.
+        victim = await client.delay("add", 2, 3, priority=TaskPriority.LOW)
+        assert (await client.status(victim)).status is TaskStatus.QUEUED
+        # Without the token, from the page's own origin: refused.
+        own = await browser.new_page()
+        await own.goto(setup.url)
+        status = await own.evaluate(
             "(url) => fetch(url, {method: 'POST'}).then(r => r.status)",
             f"{setup.url}actions/cancel/{victim}",
         )
@@ -338,7 +350,19 @@ async def test_cancel_retry_and_forged_posts_from_the_page(processes: Processes)
         forged = await navigation.value
         assert forged is not None
         assert forged.status == 403
-        assert (await client.status(victim)).status is not TaskStatus.CANCELLED
+        assert (await client.status(victim)).status is TaskStatus.QUEUED
+
+        # Let the queue move: the retried task fails the same way, the victim runs.
+        gate.open()
+        outcome = await client.wait(new_id, timeout=60)
+        assert outcome.status is TaskStatus.FAILED
+        assert "boom" in str(outcome.error)
+        assert await client.result(victim, timeout=30) == 5
+        await page.click("#toast .toast-ok a")
+        await page.wait_for_selector(
+            f'#task[data-task-id="{new_id}"][data-status="failed"]', timeout=WAIT_MS
+        )
+        assert (await client.wait(blocker, timeout=30)).status is TaskStatus.SUCCEEDED
 
 
 async def test_the_page_shows_an_unreachable_control_plane_and_recovers(

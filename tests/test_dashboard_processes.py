@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import TaskCall, TaskPriority
+from fastworker.client import TaskCall, TaskPriority, TaskStatus
 from fw_processes import Processes, connect, wait_for_workers
+from fw_waits import SLACK, Gate
 from test_dashboard_browser import start_dashboard
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,7 +51,9 @@ async def test_the_json_twins_show_what_the_control_plane_reports(processes: Pro
         processes.subworker(address, "solo", "--concurrency", "1")
         await wait_for_workers(client, 1)
         url = await asyncio.to_thread(start_dashboard, processes, address)
-        blocker = await client.delay("block", 3.0, priority=TaskPriority.CRITICAL)
+        # Holds the only slot until the checks are done, so the rest stays queued.
+        gate = Gate(processes.tmp_path)
+        blocker = await client.delay("hold", gate.path, priority=TaskPriority.CRITICAL)
         await client.delay_many([TaskCall("add", (i, i), priority="low") for i in range(30)])
         await client.delay_many([TaskCall("add", (i, i), priority="high") for i in range(7)])
 
@@ -69,9 +73,57 @@ async def test_the_json_twins_show_what_the_control_plane_reports(processes: Pro
 
         status, task = await asyncio.to_thread(_get_json, url + f"api/tasks/{blocker}")
         assert status == 200
-        assert task["name"] == "block"
-        assert task["args"] == [3.0]
+        assert task["name"] == "hold"
+        assert task["args"] == [gate.path]
         assert task["status"] == "running"
+        gate.open()
+    finally:
+        await client.stop()
+
+
+async def _get_text(url: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    return await asyncio.to_thread(get)
+
+
+def _post(url: str, origin: str, csrf: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, method="POST", headers={"X-CSRF-Token": csrf, "Origin": origin}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_two_retries_of_one_failed_task_make_one_task(processes: Processes) -> None:
+    # Two tabs, or a double click: both POSTs arrive while neither has been answered.
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        processes.subworker(address, "solo", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        url = await asyncio.to_thread(start_dashboard, processes, address)
+        failed = await client.delay("fail", "once")
+        assert (await client.wait(failed, timeout=30)).status is TaskStatus.FAILED
+        found = re.search(r'<meta name="csrf-token" content="([^"]+)">', await _get_text(url))
+        assert found is not None
+        retry = f"{url}actions/retry/{failed}"
+        answers = await asyncio.gather(
+            *(asyncio.to_thread(_post, retry, url.rstrip("/"), found.group(1)) for _ in range(2))
+        )
+        assert [status for status, _body in answers] == [200, 200], answers
+        new_ids = {body["new_task_id"] for _status, body in answers}
+        assert len(new_ids) == 1, new_ids
+        (retried,) = new_ids
+        assert retried != failed
+        assert (await client.history(name="fail")).total == 2  # the failed task and one retry
+        assert (await client.wait(retried, timeout=30)).status is TaskStatus.FAILED
     finally:
         await client.stop()
 
@@ -113,13 +165,15 @@ async def test_the_standalone_app_reconnects_afresh_after_a_long_silence(
     from fastworker.dashboard import app as dashboard_app
     from fastworker.dashboard import create_app
 
+    fresh_after = 1.5
     monkeypatch.setattr(dashboard_app, "REQUEST_TIMEOUT", 0.5)
-    monkeypatch.setattr(dashboard_app, "FRESH_CONNECTION_AFTER", 1.5)
+    monkeypatch.setattr(dashboard_app, "FRESH_CONNECTION_AFTER", fresh_after)
     address = processes.address()
     args = ("control-plane", "--task-modules", "fw_tasks", "--address", address)
     env = {"FASTWORKER_DASHBOARD": "0"}
     first = processes.fastworker(*args, name="control-plane", env=env)
-    await (await connect(address)).stop()
+    async with await connect(address) as client:
+        await client.delay_many([TaskCall("add", (i, i)) for i in range(5)])
 
     def status_within(http: TestClient, status: int, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -130,18 +184,30 @@ async def test_the_standalone_app_reconnects_afresh_after_a_long_silence(
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.1)
 
+    def connecting_afresh() -> bool:
+        return any("connecting afresh" in r.getMessage() for r in caplog.records)
+
     def scenario() -> None:
         http = TestClient(create_app(address))
         with http:
-            before = status_within(http, 200, 30)["control_plane_id"]
+            assert status_within(http, 200, 30)["counters"]["submitted"] == 5
             first.kill()
             first.wait(timeout=10)
             status_within(http, 503, 30)
-            time.sleep(3)  # silent for longer than FRESH_CONNECTION_AFTER
+            # The app checks its last answer once a second.
+            deadline = time.monotonic() + fresh_after + 1.0 + SLACK
+            while not connecting_afresh():
+                assert time.monotonic() < deadline, "the app kept its silent client"
+                time.sleep(0.05)
             processes.fastworker(*args, name="control-plane-2", env=env)
-            after = status_within(http, 200, 30)["control_plane_id"]
-            assert after != before
+            # What the page shows now is the new control plane's: it has seen one task.
+            asyncio.run(_submit_one(address))
+            assert status_within(http, 200, 30)["counters"]["submitted"] == 1
 
     caplog.set_level("WARNING", logger="fastworker.dashboard")
     await asyncio.to_thread(scenario)
-    assert any("connecting afresh" in record.getMessage() for record in caplog.records)
+
+
+async def _submit_one(address: str) -> None:
+    async with await connect(address) as client:
+        await client.delay("add", 1, 1)

@@ -4,10 +4,14 @@ as the async client, shared by threads, callbacks on its loop thread, bounded st
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +29,14 @@ from fastworker.client import (
     UnsupportedValueError,
     get_default_client,
 )
-from fastworker.client.sync import LoopThreadError, SyncClient
-from fastworker.protocol import TransportError
+from fastworker.client.sync import (
+    _STOP_TIMEOUT,  # pyright: ignore[reportPrivateUsage]
+    LoopThreadError,
+    SyncClient,
+)
+from fastworker.protocol import ConfigurationError, TransportError
 from fw_processes import START_TIMEOUT, Processes
+from fw_waits import SLACK, Gate
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,14 +123,16 @@ def test_refusals_are_the_async_clients_errors(client: SyncClient) -> None:
 
 
 def test_a_result_wait_times_out_within_its_bound_and_the_task_goes_on(
-    client: SyncClient,
+    client: SyncClient, tmp_path: Path
 ) -> None:
-    task_id = client.delay("nap", 0.5)
+    gate = Gate(tmp_path)
+    task_id = client.delay("hold", gate.path)
     began = time.monotonic()
     with pytest.raises(ResultTimeoutError):
         client.result(task_id, timeout=0.05)
-    assert time.monotonic() - began < 2.0
-    assert client.result(task_id, timeout=10) == 0.5
+    assert time.monotonic() - began < 0.05 + SLACK
+    gate.open()
+    assert client.result(task_id, timeout=10) == "released"
 
 
 def test_eight_threads_share_one_client_and_each_gets_its_own_results(
@@ -145,8 +156,9 @@ def test_eight_threads_share_one_client_and_each_gets_its_own_results(
     assert len({task_id for ids, _results in outcomes for task_id in ids}) == 800
 
 
-def test_cancel_status_overview_and_history(client: SyncClient) -> None:
-    blocker = client.delay("block", 1.0)  # holds the control plane's only slot
+def test_cancel_status_overview_and_history(client: SyncClient, tmp_path: Path) -> None:
+    gate = Gate(tmp_path)
+    blocker = client.delay("hold", gate.path)  # holds the control plane's only slot
     queued = client.delay("add", 1, 1)
     reply = client.cancel(queued, "f" * 32)
     assert reply.cancelled == [queued]
@@ -155,15 +167,16 @@ def test_cancel_status_overview_and_history(client: SyncClient) -> None:
         client.result(queued, timeout=10)
     assert client.status(queued).status is TaskStatus.CANCELLED
 
-    assert client.result(blocker, timeout=10) == 1.0
+    gate.open()
+    assert client.result(blocker, timeout=10) == "released"
     info = client.status(blocker)
     assert info.status is TaskStatus.SUCCEEDED
-    assert info.name == "block"
+    assert info.name == "hold"
 
     overview = client.overview()
     assert "add" in overview.task_names
     assert "add" in client.task_names
-    page = client.history(limit=5, name="block")
+    page = client.history(limit=5, name="hold")
     assert page.total >= 1
     assert blocker in [t.task_id for t in page.tasks]
 
@@ -293,9 +306,10 @@ def test_stop_is_idempotent_bounded_and_ends_waits_in_other_threads(
     processes: Processes,
 ) -> None:
     address = processes.address()
-    processes.control_plane(address)
+    processes.control_plane(address, "--local-concurrency", "2")
     client = start_client(address)
-    task_id = client.delay("nap", 3.0)
+    gate = Gate(processes.tmp_path)
+    task_id = client.delay("hold", gate.path)  # never finishes while the client is up
     about_to_wait = threading.Event()
 
     def wait_without_bound() -> object:
@@ -312,7 +326,7 @@ def test_stop_is_idempotent_bounded_and_ends_waits_in_other_threads(
         # Before or during its wait, the stop reaches the waiting thread as NotConnectedError.
         with pytest.raises(NotConnectedError):
             waiting.result(timeout=10)
-    assert stopped_in < 6.0
+    assert stopped_in < _STOP_TIMEOUT + SLACK
     assert loop_threads(client) == []
     with pytest.raises(NotConnectedError):
         client.overview()
@@ -324,3 +338,62 @@ def test_stop_is_idempotent_bounded_and_ends_waits_in_other_threads(
         assert client.run("add", 1, 2, wait=10) == 3
     finally:
         client.stop()
+
+
+def _in_the_forked_child(client: SyncClient, address: str) -> str:
+    """What a process forked from one with a started SyncClient sees: "refused" when
+    both the inherited client and a new one refuse to touch NNG, else what happened."""
+    try:
+        client.overview()
+    except NotConnectedError as exc:
+        if "forked" not in str(exc):
+            return f"the inherited client failed otherwise: {exc}"
+    else:
+        return "the inherited client answered"
+    try:
+        SyncClient(address).start()
+    except ConfigurationError as exc:
+        if "forked" not in str(exc):
+            return f"a new client failed otherwise: {exc}"
+    else:
+        return "a new client started"
+    return "refused"
+
+
+def test_a_forked_child_is_refused_and_the_parent_keeps_working(
+    client: SyncClient, address: str
+) -> None:
+    assert client.run("add", 1, 1, wait=10) == 2  # NNG is in use in this process
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Forking a process with threads is what is under test (Python 3.12+ warns).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits
+        code = 1
+        try:
+            os.close(read_end)
+            try:
+                report = _in_the_forked_child(client, address)
+            except BaseException as exc:
+                report = f"the child raised {exc!r}"
+            os.write(write_end, report.encode())
+            code = 0 if report == "refused" else 1
+        finally:
+            os._exit(code)  # never back into pytest
+    os.close(write_end)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise AssertionError(f"the forked child did not end within {START_TIMEOUT} s")
+        time.sleep(0.01)  # a child's exit has no event to wait on here
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode()
+    assert report == "refused"
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.run("add", 2, 2, wait=10) == 4

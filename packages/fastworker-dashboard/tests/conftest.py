@@ -14,16 +14,16 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dashboard_fakes import FakeClient, make_app
+from dashboard_fakes import FakeSource, make_app
 
 
 @pytest.fixture
-def fake() -> FakeClient:
-    return FakeClient()
+def fake() -> FakeSource:
+    return FakeSource()
 
 
 @pytest.fixture
-def make_http(fake: FakeClient) -> Iterator[Callable[..., TestClient]]:
+def make_http(fake: FakeSource) -> Iterator[Callable[..., TestClient]]:
     """Builds a TestClient of a FastAPI app with the dashboard mounted."""
     with contextlib.ExitStack() as stack:
 

@@ -1,5 +1,5 @@
-"""A stand-in for the client that answers the admin calls from memory (or fails them
-as an unreachable control plane), and helpers of the dashboard's own tests."""
+"""A stand-in for the dashboard's source of data (a Client in production) that answers
+from what each test puts in it, and helpers of the dashboard's own tests."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from fastapi import FastAPI
 
-from fastworker.client import Client, TaskCall
-from fastworker.dashboard import create_router
+from fastworker.client import TaskCall
+from fastworker.dashboard import DashboardSource, create_router
 from fastworker.protocol import (
     RequestTimeoutError,
     TaskNotFoundError,
@@ -28,8 +28,10 @@ from fastworker.protocol import messages as m
 ORIGIN = "http://testserver"
 
 
-class FakeClient:
-    """Answers what the dashboard asks a :class:`Client`, from a dict of tasks."""
+class FakeSource:
+    """A :class:`DashboardSource` that answers from what the test put in it: tasks added
+    with :meth:`add`, workers with :meth:`add_worker`, and the queue depth, counters and
+    task names set on it. ``down`` makes every call fail as an unreachable control plane."""
 
     def __init__(self) -> None:
         self.address = "ipc:///fake/control-plane.sock"
@@ -40,8 +42,12 @@ class FakeClient:
         self.history_queries: list[dict[str, Any]] = []
         self.down = False
         self.refuse_submissions = False
-        self.depth = m.QueueDepth(critical=1, high=2, normal=30, low=400)
+        self.control_plane_id = "cp-host:1234"
         self.started_at = time.time() - 3600
+        self.depth = m.QueueDepth()
+        self.counters = m.Counters()
+        self.workers: list[m.WorkerInfo] = []
+        self.task_names: list[str] = []
 
     def _check(self) -> None:
         if self.down:
@@ -78,43 +84,40 @@ class FakeClient:
         self.payloads[task_id] = (list(args), dict(kwargs or {}), value)
         return task_id
 
+    def add_worker(
+        self,
+        worker_id: str,
+        *,
+        state: WorkerState = WorkerState.CONNECTED,
+        load: int = 0,
+        slots: int = 1,
+        heartbeat_ago: float = 0.3,
+    ) -> None:
+        now = time.time()
+        self.workers.append(
+            m.WorkerInfo(
+                worker_id=worker_id,
+                state=state,
+                address=f"tcp://127.0.0.1:{40000 + len(self.workers)}",
+                host="worker-host",
+                pid=1000 + len(self.workers),
+                load=load,
+                slots=slots,
+                connected_at=now - 100,
+                last_heartbeat=now - heartbeat_ago,
+            )
+        )
+
     async def overview(self) -> m.Overview:
         self._check()
-        now = time.time()
         return m.Overview(
             request_id=1,
-            control_plane_id="cp-host:1234",
+            control_plane_id=self.control_plane_id,
             started_at=self.started_at,
             queue_depth=self.depth,
-            counters=m.Counters(submitted=1000, succeeded=900, failed=40, cancelled=5, running=3),
-            workers=[
-                m.WorkerInfo(
-                    worker_id="w1",
-                    state=WorkerState.CONNECTED,
-                    address="tcp://127.0.0.1:40000",
-                    host="worker-host",
-                    pid=42,
-                    load=3,
-                    slots=4,
-                    connected_at=now - 100,
-                    last_heartbeat=now - 0.3,
-                    tasks_done=900,
-                    tasks_failed=40,
-                    task_names=["add"],
-                ),
-                m.WorkerInfo(
-                    worker_id="w2",
-                    state=WorkerState.LOST,
-                    address="tcp://127.0.0.1:40001",
-                    host="worker-host",
-                    pid=43,
-                    load=0,
-                    slots=2,
-                    connected_at=now - 100,
-                    last_heartbeat=now - 30,
-                ),
-            ],
-            task_names=["add", "fail", "echo"],
+            counters=self.counters,
+            workers=list(self.workers),
+            task_names=list(self.task_names),
             library_version="0.1.0",
         )
 
@@ -180,14 +183,9 @@ class FakeClient:
         return [uuid.uuid4().hex for _ in calls]
 
 
-def as_client(fake: FakeClient) -> Client:
-    """The stand-in, typed as what the router takes."""
-    return cast("Client", fake)
-
-
-def make_app(fake: FakeClient, prefix: str = "", **options: Any) -> FastAPI:
+def make_app(fake: FakeSource, prefix: str = "", **options: Any) -> FastAPI:
     app = FastAPI()
-    app.include_router(create_router(as_client(fake), **options), prefix=prefix)
+    app.include_router(create_router(fake, **options), prefix=prefix)
     return app
 
 
@@ -195,3 +193,7 @@ def csrf_token(html: str) -> str:
     match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
     assert match is not None, "no CSRF token in the page"
     return match.group(1)
+
+
+_FAKE_IS_A_SOURCE: type[DashboardSource] = FakeSource
+"""The stand-in has the client's calls with the client's signatures (checked by pyright)."""

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
-from dashboard_fakes import FakeClient
+from dashboard_fakes import FakeSource
 
-from fastworker.client import Client
 from fastworker.dashboard._metrics import Sample, Sampler, nice_ceiling, percentile
 from fastworker.protocol import TaskPriority, TaskStatus
 from fastworker.protocol import messages as m
@@ -16,7 +13,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _sampler() -> Sampler:
-    return Sampler(lambda: cast("Client", FakeClient()))
+    fake = FakeSource()
+    return Sampler(lambda: fake)
 
 
 def _task(task_id: str, queued: float, finished: float) -> m.TaskInfo:
@@ -95,11 +93,17 @@ def test_an_empty_chart_says_so() -> None:
     assert chart.y_max == 1.0
 
 
-async def test_sampling_a_fake_control_plane() -> None:
-    fake = FakeClient()
-    sampler = Sampler(lambda: cast("Client", fake))
+async def test_a_sample_counts_what_finished_and_a_silent_control_plane_leaves_a_gap() -> None:
+    fake = FakeSource()
+    sampler = Sampler(lambda: fake)
+    fake.counters = m.Counters(submitted=12, succeeded=7, failed=2, cancelled=1, running=2)
     await sampler.sample_once()
     fake.down = True
     await sampler.sample_once()  # no answer: no sample, no error
-    assert len(sampler.samples) == 1
-    assert sampler.samples[0].finished == 945
+    fake.down = False
+    fake.counters = m.Counters(submitted=20, succeeded=15, failed=2, cancelled=1)
+    await sampler.sample_once()
+    assert [(s.submitted, s.finished, s.failed) for s in sampler.samples] == [
+        (12, 10, 2),
+        (20, 18, 2),
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from dashboard_fakes import ORIGIN, FakeClient, csrf_token
+from dashboard_fakes import ORIGIN, FakeSource, csrf_token
 from fastapi.testclient import TestClient
 
 from fastworker.protocol import TaskStatus
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def queued(fake: FakeClient) -> str:
+def queued(fake: FakeSource) -> str:
     return fake.add("add", status=TaskStatus.QUEUED)
 
 
@@ -23,7 +23,7 @@ def _cancel(http: TestClient, task_id: str, headers: dict[str, str]) -> int:
 
 
 def test_a_post_without_the_token_is_refused(
-    http: TestClient, fake: FakeClient, queued: str
+    http: TestClient, fake: FakeSource, queued: str
 ) -> None:
     response = http.post(f"/actions/cancel/{queued}", headers={"Origin": ORIGIN})
     assert response.status_code == 403
@@ -34,7 +34,7 @@ def test_a_post_without_the_token_is_refused(
 
 
 def test_a_post_with_a_wrong_token_is_refused(
-    http: TestClient, fake: FakeClient, queued: str
+    http: TestClient, fake: FakeSource, queued: str
 ) -> None:
     token = csrf_token(http.get("/").text)
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
@@ -44,7 +44,7 @@ def test_a_post_with_a_wrong_token_is_refused(
 
 
 def test_a_post_from_another_origin_is_refused_even_with_the_token(
-    http: TestClient, fake: FakeClient, queued: str
+    http: TestClient, fake: FakeSource, queued: str
 ) -> None:
     token = csrf_token(http.get("/").text)
     for headers in (
@@ -71,13 +71,13 @@ def test_the_token_of_another_dashboard_is_refused(
     assert _cancel(other, queued, {"X-CSRF-Token": token, "Origin": ORIGIN}) == 403
 
 
-def test_get_never_acts(http: TestClient, fake: FakeClient, queued: str) -> None:
+def test_get_never_acts(http: TestClient, fake: FakeSource, queued: str) -> None:
     assert http.get(f"/actions/cancel/{queued}").status_code == 405
     assert fake.cancelled == []
 
 
 def test_the_access_token_guards_every_view(
-    make_http: Callable[..., TestClient], fake: FakeClient, queued: str
+    make_http: Callable[..., TestClient], fake: FakeSource, queued: str
 ) -> None:
     http = make_http(prefix="/fw", access_token="s3cret")
     page = http.get("/fw/")
@@ -117,7 +117,7 @@ def test_the_access_token_guards_every_view(
     assert http.post(f"/fw/actions/cancel/{queued}", headers=headers).status_code == 401
 
 
-def test_an_empty_access_token_is_a_mistake(fake: FakeClient) -> None:
+def test_an_empty_access_token_is_a_mistake(fake: FakeSource) -> None:
     from dashboard_fakes import make_app
 
     with pytest.raises(ValueError, match="must not be empty"):

@@ -6,13 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
-from dashboard_fakes import FakeClient
+from dashboard_fakes import FakeSource
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastworker.client import Client
 from fastworker.dashboard import app as dashboard_app
 from fastworker.dashboard import create_app, create_router
+from fastworker.protocol import messages as m
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,18 +69,21 @@ def test_a_router_with_a_client_that_is_not_connected(tmp_path: Path) -> None:
 
 
 def test_the_page_recovers_when_the_control_plane_returns(
-    http: TestClient, fake: FakeClient
+    http: TestClient, fake: FakeSource
 ) -> None:
+    fake.depth = m.QueueDepth(low=17)
     assert "Control plane unreachable" not in http.get("/fragments/live").text
     fake.down = True
+    fake.depth = m.QueueDepth(low=99)  # what it would say now, if it answered
     down = http.get("/fragments/live").text
     assert "Control plane unreachable at" in down
     # What it last reported stays visible, dimmed and dated.
     assert "is-stale" in down
-    assert 'data-depth="400"' in down
+    assert 'data-priority="low" data-depth="17"' in down
     assert http.get("/api/overview").status_code == 503
     fake.down = False
     up = http.get("/fragments/live").text
     assert "Control plane unreachable" not in up
     assert "is-up" in up
+    assert 'data-priority="low" data-depth="99"' in up
     assert http.get("/api/overview").status_code == 200

@@ -6,18 +6,18 @@ import re
 from collections.abc import Callable
 
 import pytest
-from dashboard_fakes import ORIGIN, FakeClient, csrf_token
+from dashboard_fakes import ORIGIN, FakeSource, csrf_token
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastworker.dashboard import create_app
-from fastworker.protocol import TaskPriority, TaskStatus
+from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _queries(fake: FakeClient) -> list[dict[str, object]]:
+def _queries(fake: FakeSource) -> list[dict[str, object]]:
     """History queries of the page, without the sampler's (succeeded, limit 100)."""
     return [
         q
@@ -33,20 +33,51 @@ def _depths(html: str) -> dict[str, int]:
     }
 
 
+def _bar_widths(html: str) -> dict[str, float]:
+    found = re.findall(r'class="fill fill-(\w+)" style="width: ([\d.]+)%"', html)
+    return {name: float(width) for name, width in found}
+
+
+def _worker_rows(html: str) -> dict[str, tuple[str, str, float, bool]]:
+    """Each worker row's (state, load text, load bar width, whether the bar shows full)."""
+    rows = re.findall(
+        r'data-worker-id="([^"]+)" data-state="(\w+)">.*?'
+        r'class="load-fill( is-full)?" style="width: ([\d.]+)%".*?'
+        r'class="load-num">([^<]+)<',
+        html,
+        flags=re.S,
+    )
+    return {w: (state, text, float(width), bool(full)) for w, state, full, width, text in rows}
+
+
 def test_the_page_shows_queues_counters_workers_and_tasks(
-    http: TestClient, fake: FakeClient
+    http: TestClient, fake: FakeSource
 ) -> None:
+    fake.depth = m.QueueDepth(critical=1, high=5, normal=0, low=20)
+    fake.counters = m.Counters(submitted=44, succeeded=12, failed=3, cancelled=5, running=4)
+    fake.add_worker("w1", load=3, slots=4)
+    fake.add_worker("w2", load=1, slots=1)
+    fake.add_worker("gone", state=WorkerState.LOST, slots=8)
     fake.add("add")
     fake.add("fail", status=TaskStatus.FAILED)
     page = http.get("/")
     assert page.status_code == 200
     html = page.text
-    assert _depths(html) == {"critical": 1, "high": 2, "normal": 30, "low": 400}
-    for counter, value in [("submitted", 1000), ("running", 3), ("succeeded", 900)]:
+    assert _depths(html) == {"critical": 1, "high": 5, "normal": 0, "low": 20}
+    # Each bar is sized against the longest queue.
+    assert _bar_widths(html) == {"critical": 5.0, "high": 25.0, "normal": 0.0, "low": 100.0}
+    for counter, value in [("submitted", 44), ("running", 4), ("succeeded", 12)]:
         assert f'data-counter="{counter}" data-value="{value}"' in html
-    assert 'data-counter="requeued"' in html
-    assert 'data-worker-id="w1" data-state="connected"' in html
-    assert 'data-worker-id="w2" data-state="lost"' in html
+    assert 'data-counter="requeued" data-value="0"' in html
+    # Running out of the slots of connected workers; a lost worker's slots are gone.
+    assert "of 5 slots" in html
+    # Failed as a share of the tasks that ran to an end (12 + 3; cancelled ones never ran).
+    assert "20.0 % of finished" in html
+    assert _worker_rows(html) == {
+        "w1": ("connected", "3/4", 75.0, False),
+        "w2": ("connected", "1/1", 100.0, True),
+        "gone": ("lost", "0/8", 0.0, False),
+    }
     assert html.count("data-task-id=") == 2
     assert "Control plane unreachable" not in html
     # It polls its fragments; nothing comes from another site.
@@ -54,23 +85,30 @@ def test_the_page_shows_queues_counters_workers_and_tasks(
     assert "https://" not in html
 
 
-def test_fragments_and_json_twins_show_the_same_data(http: TestClient, fake: FakeClient) -> None:
+def test_fragments_and_json_twins_show_the_same_data(http: TestClient, fake: FakeSource) -> None:
+    fake.depth = m.QueueDepth(critical=2, high=0, normal=7, low=1)
+    fake.counters = m.Counters(submitted=9, failed=4)
+    fake.add_worker("w1")
+    fake.add_worker("w2", state=WorkerState.LOST)
+    fake.task_names = ["fail", "add", "echo"]
     task_id = fake.add("echo", args=["hello"], value={"a": [1, 2]})
     live = http.get("/fragments/live", headers={"HX-Request": "true"})
     assert live.status_code == 200
     assert "<html" not in live.text
     assert 'id="cp-status" class="cp-status is-up" hx-swap-oob="true"' in live.text
+    assert _depths(live.text) == {"critical": 2, "high": 0, "normal": 7, "low": 1}
     overview = http.get("/api/overview").json()
     assert overview["queue_depth"] == {
-        "critical": 1,
-        "high": 2,
-        "normal": 30,
-        "low": 400,
-        "total": 433,
+        "critical": 2,
+        "high": 0,
+        "normal": 7,
+        "low": 1,
+        "total": 10,
     }
-    assert overview["counters"]["failed"] == 40
+    assert [q["percent"] for q in overview["queues"]] == [28.6, 0.0, 100.0, 14.3]
+    assert overview["counters"]["failed"] == 4
     assert [w["worker_id"] for w in overview["workers"]] == ["w1", "w2"]
-    assert overview["task_names"] == ["add", "echo", "fail"]
+    assert overview["task_names"] == ["add", "echo", "fail"]  # sorted for the page
     assert "throughput" in overview
     assert "series" in overview
     history = http.get("/api/history").json()
@@ -82,7 +120,7 @@ def test_fragments_and_json_twins_show_the_same_data(http: TestClient, fake: Fak
     assert detail["status"] == "succeeded"
 
 
-def test_history_filters_and_pages_are_bounded(http: TestClient, fake: FakeClient) -> None:
+def test_history_filters_and_pages_are_bounded(http: TestClient, fake: FakeSource) -> None:
     for i in range(60):
         fake.add("add", priority=TaskPriority.LOW if i % 2 else TaskPriority.HIGH)
     page = http.get("/fragments/history?status=succeeded&priority=low&name=add&page=2&size=25")
@@ -113,7 +151,7 @@ def test_history_filters_and_pages_are_bounded(http: TestClient, fake: FakeClien
     assert nav.headers["HX-Replace-Url"] == "/?status=failed"
 
 
-def test_task_detail_shows_payloads_escaped(http: TestClient, fake: FakeClient) -> None:
+def test_task_detail_shows_payloads_escaped(http: TestClient, fake: FakeSource) -> None:
     hostile = "<img src=x onerror=alert(1)>"
     task_id = fake.add(
         "fail",
@@ -148,7 +186,7 @@ def test_an_unknown_task_is_a_404(http: TestClient) -> None:
     assert http.get("/api/tasks/nope").json()["error"] == "task_not_found"
 
 
-def test_task_ids_with_odd_characters_round_trip(http: TestClient, fake: FakeClient) -> None:
+def test_task_ids_with_odd_characters_round_trip(http: TestClient, fake: FakeSource) -> None:
     task_id = fake.add("add", task_id="a/b?c#d %e")
     html = http.get("/").text
     link = re.search(r'<a href="([^"]+)" title="a/b\?c#d %e"', html)
@@ -167,7 +205,7 @@ def _post(http: TestClient, path: str, *, htmx: bool = False) -> tuple[int, str]
     return response.status_code, response.text
 
 
-def test_cancel_answers_for_each_outcome(http: TestClient, fake: FakeClient) -> None:
+def test_cancel_answers_for_each_outcome(http: TestClient, fake: FakeSource) -> None:
     queued = fake.add("add", status=TaskStatus.QUEUED)
     running = fake.add("add", status=TaskStatus.RUNNING)
     assert _post(http, f"/actions/cancel/{queued}")[0] == 200
@@ -180,7 +218,7 @@ def test_cancel_answers_for_each_outcome(http: TestClient, fake: FakeClient) -> 
     assert "Cancelled task" in html
 
 
-def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: FakeClient) -> None:
+def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: FakeSource) -> None:
     failed = fake.add(
         "fail",
         status=TaskStatus.FAILED,
@@ -197,6 +235,8 @@ def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: Fak
         {"priority": "not the option", "timeout": 3},
         TaskPriority.HIGH,
     )
+    # Keyed by the failed task, so the control plane makes one retry of it, not one a POST.
+    assert call.idempotency_key == f"retry-of:{failed}"
     cancelled = fake.add("add", status=TaskStatus.CANCELLED)
     status, html = _post(http, f"/actions/retry/{cancelled}", htmx=True)
     assert status == 200
@@ -209,15 +249,24 @@ def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: Fak
     assert "retry refused" in body
 
 
-def test_everything_works_under_a_prefix(make_http: Callable[..., TestClient]) -> None:
+def test_everything_works_under_a_prefix(
+    make_http: Callable[..., TestClient], fake: FakeSource
+) -> None:
+    fake.add("add")
+    queued = fake.add("add", status=TaskStatus.QUEUED)
     http = make_http(prefix="/ops/fastworker")
     html = http.get("/ops/fastworker/").text
-    urls = re.findall(r'(?:href|src|hx-get|hx-post)="([^"]+)"', html)
-    assert urls
+    urls = [u.replace("&amp;", "&") for u in re.findall(r'(?:href|src|hx-get)="([^"]+)"', html)]
+    actions = re.findall(r'hx-post="([^"]+)"', html)
+    assert len(urls) > 5
+    assert actions == [f"/ops/fastworker/actions/cancel/{queued}"]
     for url in urls:
         assert url.startswith("/ops/fastworker/"), url
-        if "/actions/" not in url:
-            assert http.get(url.replace("&amp;", "&")).status_code in (200, 404), url
+        assert http.get(url).status_code == 200, url
+    # The page's own action, posted as htmx posts it.
+    headers = {"X-CSRF-Token": csrf_token(html), "Origin": ORIGIN, "HX-Request": "true"}
+    assert http.post(actions[0], headers=headers).status_code == 200
+    assert fake.cancelled == [queued]
     assert http.get("/ops/fastworker/api/overview").status_code == 200
 
 

@@ -44,8 +44,27 @@ async def sleep_long() -> None:
     await asyncio.sleep(WAIT)
 
 
-def thread_name() -> str:
-    return threading.current_thread().name
+class _Concurrency:
+    """How many count_concurrent tasks run at this moment, and the most there were."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+
+concurrency = _Concurrency()
+
+
+def count_concurrent() -> None:
+    with concurrency.lock:
+        concurrency.now += 1
+        concurrency.peak = max(concurrency.peak, concurrency.now)
+    try:
+        release.wait(WAIT)
+    finally:
+        with concurrency.lock:
+            concurrency.now -= 1
 
 
 def _registry() -> TaskRegistry:
@@ -55,7 +74,7 @@ def _registry() -> TaskRegistry:
     registry.register(Task(boom))
     registry.register(Task(wait_for_release))
     registry.register(Task(sleep_long))
-    registry.register(Task(thread_name))
+    registry.register(Task(count_concurrent))
     return registry
 
 
@@ -93,6 +112,7 @@ class _Outcomes:
 @pytest.fixture
 async def runner() -> AsyncIterator[TaskRunner]:
     release.clear()
+    concurrency.peak = 0
     runner = TaskRunner(_registry(), worker_id="w", threads=4, loop=asyncio.get_running_loop())
     yield runner
     release.set()
@@ -168,16 +188,15 @@ async def test_a_discarded_run_reports_nothing(runner: TaskRunner) -> None:
 
 
 async def test_sync_tasks_never_use_more_threads_than_the_limit(runner: TaskRunner) -> None:
+    # Three times as many held tasks as threads: without the limit all would run at once.
     outcomes = _Outcomes()
-    for _ in range(8):
-        runner.start(_assignment("wait_for_release"), outcomes)
-    await asyncio.wait_for(_until(lambda: runner.threads_busy == 4), WAIT)
-    for _ in range(4):
-        runner.start(_assignment("thread_name"), outcomes)
+    for _ in range(12):
+        runner.start(_assignment("count_concurrent"), outcomes)
+    await asyncio.wait_for(_until(lambda: concurrency.now >= 4), WAIT)
     release.set()
     done = await outcomes.wait(12)
-    names = {decode_value(o.value) for o in done} - {"released"}
-    assert len(names) <= 4
+    assert all(o.status is TaskStatus.SUCCEEDED for o in done)
+    assert concurrency.peak == 4
 
 
 async def test_a_closed_lane_runs_nothing_more() -> None:

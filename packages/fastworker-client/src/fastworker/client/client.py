@@ -67,6 +67,8 @@ class TaskCall:
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict[str, Any])
     priority: TaskPriority | str | None = None
     timeout: float | None = None
+    idempotency_key: str | None = None
+    """Submitting a key the control plane has seen returns the first task's id instead."""
 
 
 class Client:
@@ -230,7 +232,7 @@ class Client:
             FrameTooLargeError: the batch's arguments do not fit in one frame.
         """
         requests = [
-            _task_request(c.name, c.args, c.kwargs, c.priority, c.timeout, None, None)
+            _task_request(c.name, c.args, c.kwargs, c.priority, c.timeout, None, c.idempotency_key)
             for c in calls
         ]
         if not requests:
@@ -257,7 +259,11 @@ class Client:
         except BaseException:
             self._expected.difference_update(ids)
             raise
-        return list(accepted.task_ids)
+        accepted_ids = list(accepted.task_ids)
+        # A key that matched an earlier task returns that task's id, not ours; result()
+        # watches that one when asked.
+        self._expected.difference_update(set(ids) - set(accepted_ids))
+        return accepted_ids
 
     async def run(
         self,

@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from fastworker.client import Client
 from fastworker.protocol import FastworkerError, TaskStatus
 from fastworker.protocol import messages as m
+
+from ._source import DashboardSource
 
 __all__ = ["Chart", "Sample", "Sampler", "Series", "percentile"]
 
@@ -126,7 +127,7 @@ class Sampler:
 
     def __init__(
         self,
-        client: Callable[[], Client],
+        client: Callable[[], DashboardSource],
         *,
         interval: float = SAMPLE_INTERVAL,
         window: float = WINDOW,
@@ -217,7 +218,7 @@ class Sampler:
             )
         )
 
-    async def _new_latencies(self, client: Client) -> list[float]:
+    async def _new_latencies(self, client: DashboardSource) -> list[float]:
         try:
             page = await client.history(limit=LATENCY_PAGE, status=TaskStatus.SUCCEEDED)
         except FastworkerError:

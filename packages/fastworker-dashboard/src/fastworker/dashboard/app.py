@@ -3,8 +3,8 @@
 Every view is an HTML page (or an htmx fragment of one) with a JSON twin under ``/api``.
 The page polls its fragments every second with htmx, so it follows the control plane
 without reloads; every list is paged and every page size bounded, so it stays quick with
-many thousands of tasks. The control plane is read only through
-:class:`fastworker.client.Client`.
+many thousands of tasks. The control plane is read only through the client calls of
+:class:`~fastworker.dashboard.DashboardSource`, which :class:`fastworker.client.Client` has.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from . import _format
 from ._htmx import HTMX_FILE, HTMX_VERSION
 from ._metrics import Sampler
 from ._security import CSRF_HEADER, TOKEN_COOKIE, AccessGuard, CsrfGuard
+from ._source import DashboardSource
 from ._version import __version__
 from ._views import (
     PRIORITIES,
@@ -70,6 +71,8 @@ API_MAX_LIMIT: Final = 500
 """Largest ``limit`` of ``/api/history``."""
 FRESH_CONNECTION_AFTER: Final = 30.0
 """Seconds without an answer after which the standalone app replaces its client."""
+RETRY_KEY_PREFIX: Final = "retry-of:"
+"""Prefix of the idempotency key of a retry; the retried task's id follows it."""
 _RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
 _REFUSED_RETRY: Final = 5.0
 
@@ -226,14 +229,14 @@ class _Dashboard:
 
     def __init__(
         self,
-        client: Client | Callable[[], Client],
+        client: DashboardSource | Callable[[], DashboardSource],
         access_token: str | None,
         *,
         keep_sampling: bool = False,
         connection_problem: Callable[[], str | None] = _no_problem,
     ) -> None:
         if callable(client):
-            self.client: Callable[[], Client] = client
+            self.client: Callable[[], DashboardSource] = client
         else:
             fixed = client
             self.client = lambda: fixed
@@ -412,7 +415,7 @@ class _Dashboard:
     # --- reading the control plane --------------------------------------------------------
 
     def _unreachable(
-        self, client: Client, exc: FastworkerError, stale_since: float | None = None
+        self, client: DashboardSource, exc: FastworkerError, stale_since: float | None = None
     ) -> dict[str, Any]:
         """What the page and the JSON twins say about a control plane that did not answer."""
         if isinstance(exc, NotConnectedError):
@@ -691,6 +694,9 @@ class _Dashboard:
             args=list(args),  # pyright: ignore[reportUnknownArgumentType]
             kwargs={str(k): v for k, v in kwargs.items()},  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
             priority=info.priority,
+            # One retry per task, however many clicks or tabs: the control plane answers
+            # a second POST with the first retry's id.
+            idempotency_key=f"{RETRY_KEY_PREFIX}{task_id}",
         )
         try:
             # delay_many, not delay: a task keyword named like one of delay's options
@@ -711,7 +717,9 @@ class _Dashboard:
             )
         return self._json({"task_id": task_id, "new_task_id": new_id, "url": link})
 
-    def _action_unreachable(self, request: Request, client: Client, exc: Exception) -> Response:
+    def _action_unreachable(
+        self, request: Request, client: DashboardSource, exc: Exception
+    ) -> Response:
         message = f"control plane unreachable at {client.address}"
         if _is_htmx(request):
             return self._toast(request, "error", message + "; nothing was done")
@@ -724,7 +732,7 @@ class _Dashboard:
 
 
 def create_router(
-    client: Client | Callable[[], Client], *, access_token: str | None = None
+    client: DashboardSource | Callable[[], DashboardSource], *, access_token: str | None = None
 ) -> APIRouter:
     """The dashboard as a router to mount in your own FastAPI app.
 
