@@ -86,3 +86,15 @@ def hold(release_file: str) -> str:
             raise TimeoutError(f"nobody created {release_file} within {HOLD_BOUND} s")
         time.sleep(0.01)  # a file has no event to wait on; the bound is above
     return "released"
+
+
+_arrivals = 0
+
+
+@task
+async def arrival() -> int:
+    """Its place in the order tasks started on this subworker's event loop: with a slot
+    for each, the order the control plane dispatched them."""
+    global _arrivals
+    _arrivals += 1
+    return _arrivals
