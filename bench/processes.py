@@ -48,6 +48,9 @@ CLIENT_REQUEST_TIMEOUT = 60.0
 
 Transport = Literal["tcp", "ipc"]
 
+IN_MEMORY = ", journal in memory"
+"""What a setup's description says of a control plane run with ``--journal :memory:``."""
+
 
 class BenchError(Exception):
     """A benchmark could not run or got a wrong result."""
@@ -64,6 +67,9 @@ class ClusterSpec:
     when there are no subworkers (``--local-concurrency``)."""
     control_plane_args: tuple[str, ...] = ()
     """Extra flags for the control plane."""
+    journal: bool = True
+    """Journal to a SQLite file in the run's directory (the default of a control plane),
+    or keep everything in memory."""
 
     def control_plane_flags(self) -> tuple[str, ...]:
         """How the control plane runs tasks: itself with no subworkers, else never (so
@@ -74,10 +80,12 @@ class ClusterSpec:
 
     def describe(self) -> str:
         """A short label for the report, such as ``tcp, 2 subworkers x 1``."""
+        memory = "" if self.journal else IN_MEMORY
         if self.subworkers == 0:
-            return f"{self.transport}, local execution x {self.concurrency}"
+            return f"{self.transport}, local execution x {self.concurrency}{memory}"
         plural = "" if self.subworkers == 1 else "s"
-        return f"{self.transport}, {self.subworkers} subworker{plural} x {self.concurrency}"
+        workers = f"{self.subworkers} subworker{plural} x {self.concurrency}"
+        return f"{self.transport}, {workers}{memory}"
 
 
 @dataclasses.dataclass
@@ -166,7 +174,9 @@ class Launcher:
                 "--address",
                 address,
                 "--journal",
-                str(self.run_dir / f"journal-{next(self._names)}.sqlite3"),
+                str(self.run_dir / f"journal-{next(self._names)}.sqlite3")
+                if spec.journal
+                else ":memory:",
                 *spec.control_plane_flags(),
             ],
             name="control-plane",

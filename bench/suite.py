@@ -18,7 +18,7 @@ from types import FrameType
 
 from bench import workloads
 from bench.metrics import Measurement, Target
-from bench.processes import BenchError, Cluster, ClusterSpec, Launcher
+from bench.processes import IN_MEMORY, BenchError, Cluster, ClusterSpec, Launcher
 from bench.report import Machine, render, to_json
 
 __all__ = [
@@ -42,6 +42,10 @@ JOB_TIMEOUT = 900.0
 # The targets of the issue. Reported beside the numbers, never asserted.
 W1_TARGETS = {"throughput": Target(">=", 20_000, aim=50_000)}
 W2_TARGETS = {"p50 of run()": Target("<=", 0.6), "p99 of run()": Target("<=", 1.5)}
+JOURNAL_THROUGHPUT = Target(">=", 0.8)
+"""W1 with the journal (the default) against W1 with ``--journal :memory:``."""
+JOURNAL_LATENCY = Target("<=", 0.15)
+"""Milliseconds the journal may add to W2's p50."""
 PRIORITY_TARGETS = {
     "CRITICAL submit->start p99": Target("<=", 5.0),
     # Not a target of the issue: the CRITICAL numbers only mean something if the LOW
@@ -124,6 +128,8 @@ def plan(sizes: Sizes) -> list[Stage]:
     w2 = Job("W2", lambda c: workloads.latency(c, calls=s.w2_calls, repeats=s.repeats), W2_TARGETS)
     # Two hops fewer than through a subworker: what the queue itself adds to a call.
     w2_local = dataclasses.replace(w2, targets={})
+    # The same without the journal: its targets are on the difference (journal_costs).
+    w2_memory = dataclasses.replace(w2, targets={})
     fan_out = ClusterSpec("tcp", subworkers=2, concurrency=1)
     ideal = s.w3_tasks * s.w3_seconds / (fan_out.subworkers * fan_out.concurrency)
     w3 = Job(
@@ -157,6 +163,9 @@ def plan(sizes: Sizes) -> list[Stage]:
         Stage(
             ClusterSpec("tcp", subworkers=1, concurrency=slots),
             (w1(targets=W1_TARGETS), w1(chunk=s.chunk), w2, cli),
+        ),
+        Stage(
+            ClusterSpec("tcp", subworkers=1, concurrency=slots, journal=False), (w1(), w2_memory)
         ),
         Stage(ClusterSpec("tcp", subworkers=2, concurrency=slots), (w1(),)),
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(targets=W1_TARGETS), w2)),
@@ -199,7 +208,35 @@ async def run_plan(
                 for measurement in _with_targets(results, job.targets):
                     progress(measurement)
                     measured.append(measurement)
+    for cost in journal_costs(measured):
+        progress(cost)
+        measured.append(cost)
     return sorted(measured, key=lambda m: WORKLOADS.index(m.workload))
+
+
+def journal_costs(measured: Sequence[Measurement]) -> list[Measurement]:
+    """What the journal costs, from each W1 or W2 run in memory and its twin with the
+    journal (the same setup otherwise): W1's throughput ratio, W2's added p50."""
+    by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
+    costs: list[Measurement] = []
+    for memory in measured:
+        if IN_MEMORY not in memory.setup:
+            continue
+        journaled = by_setup.get(
+            (memory.workload, memory.setup.replace(IN_MEMORY, ""), memory.metric)
+        )
+        if journaled is None:
+            continue
+        setup = memory.setup.replace(IN_MEMORY, ": journal against in memory")
+        if memory.workload == "W1" and memory.metric == "throughput":
+            ratio = journaled.value / memory.value
+            costs.append(
+                Measurement("W1", setup, "throughput ratio", "x", ratio, target=JOURNAL_THROUGHPUT)
+            )
+        elif memory.workload == "W2" and memory.metric == "p50 of run()":
+            added = journaled.value - memory.value
+            costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=JOURNAL_LATENCY))
+    return costs
 
 
 def _parse_only(text: str) -> frozenset[str]:

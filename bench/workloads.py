@@ -292,7 +292,8 @@ async def memory(
         await _run_batched(client, calls, chunk=chunk, in_flight=4), expected, "memory"
     )
     after = rss_mb(cluster.control_plane.pid)
-    counters = (await client.overview()).counters
+    overview = await client.overview()
+    counters = overview.counters
     if counters.succeeded < warm + measured:
         raise BenchError(f"memory: the control plane counted {counters.succeeded} successes")
     setup = f"{cluster.spec.describe()}, cache {cache_size:,}"
@@ -303,6 +304,12 @@ async def memory(
         measure("control plane RSS idle", "MB", idle_plane),
         measure("subworker RSS idle", "MB", idle_worker),
         measure("control plane RSS growth/100k", "MB", growth, verified=verified, note=note),
+        measure(
+            f"journal file after {warm + measured:,}",
+            "MB",
+            overview.journal_bytes / 1e6,
+            note=f"sync {overview.journal_sync}" if overview.journal_sync else "no journal",
+        ),
     ]
 
 

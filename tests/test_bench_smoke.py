@@ -59,13 +59,25 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
-    assert len(w1) == 5  # local, 1 subworker (delay, delay_many), 2 subworkers, ipc
+    assert len(w1) == 6  # local, 1 subworker (delay, delay_many, in memory), 2 subworkers, ipc
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
-    assert sorted(w2) == ["max of run()", "p50 of run()", "p99 of run()"]
-    assert all(len(ms) == 3 for ms in w2.values())  # local execution, tcp and ipc
-    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, False]
-    assert all(m.verified == TINY.w2_calls * TINY.repeats for ms in w2.values() for m in ms)
+    assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p99 of run()"]
+    # Local execution, tcp, tcp in memory and ipc; one difference of tcp and tcp in memory.
+    assert [len(w2[metric]) for metric in sorted(w2)] == [4, 1, 4, 4]
+    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, True, False]
+    assert all(
+        m.verified == TINY.w2_calls * TINY.repeats
+        for metric, ms in w2.items()
+        if metric != "p50 added"
+        for m in ms
+    )
+    # The journal's cost, from the twin runs with and without it.
+    (ratio,) = _by_metric(measured, "W1")["throughput ratio"]
+    (added,) = w2["p50 added"]
+    assert ratio.value > 0
+    assert ratio.passed is not None
+    assert added.passed is not None
     (w3,) = _by_metric(measured, "W3")["makespan"]
     assert w3.verified == TINY.w3_tasks
     priority = _by_metric(measured, "priority")
@@ -76,6 +88,8 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     assert growth.verified == TINY.memory_warm + TINY.memory_tasks
     assert memory["control plane RSS idle"][0].value > 0
     assert memory["subworker RSS idle"][0].value > 0
+    journal_size = memory[f"journal file after {TINY.memory_warm + TINY.memory_tasks:,}"][0]
+    assert journal_size.value > 0
     (cli,) = _by_metric(measured, "CLI")["`fastworker submit --wait`"]
     assert cli.verified == TINY.cli_runs
 

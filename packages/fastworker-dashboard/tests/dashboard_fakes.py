@@ -46,6 +46,8 @@ class FakeSource:
         self.started_at = time.time() - 3600
         self.depth = m.QueueDepth()
         self.counters = m.Counters()
+        self.journal: tuple[str, str, int] = ("", "", 0)
+        """(path, sync mode, bytes), as the overview reports them."""
         self.workers: list[m.WorkerInfo] = []
         self.task_names: list[str] = []
 
@@ -119,6 +121,9 @@ class FakeSource:
             workers=list(self.workers),
             task_names=list(self.task_names),
             library_version="0.1.0",
+            journal=self.journal[0],
+            journal_sync=self.journal[1],
+            journal_bytes=self.journal[2],
         )
 
     async def history(

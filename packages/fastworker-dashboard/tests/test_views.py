@@ -297,3 +297,25 @@ def test_pages_carry_security_headers(http: TestClient) -> None:
     assert "immutable" in static.headers["Cache-Control"]
     assert http.get("/static/../app.py").status_code == 404
     assert http.get("/static/nothing.js").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("journal", "shown"),
+    [
+        (("/srv/fw/journal.sqlite3", "full", 3 * 1024 * 1024), "sync full, 3.0 MiB"),
+        ((":memory:", "normal", 0), "a restart of the control plane forgets every task"),
+    ],
+)
+def test_the_page_says_where_the_control_plane_journals(
+    http: TestClient, fake: FakeSource, journal: tuple[str, str, int], shown: str
+) -> None:
+    fake.journal = journal
+    html = http.get("/").text
+    assert f'data-journal="{journal[0]}"' in html
+    assert shown in html
+
+
+def test_a_control_plane_of_protocol_1_0_shows_no_journal_line(
+    http: TestClient, fake: FakeSource
+) -> None:
+    assert "data-journal=" not in http.get("/").text

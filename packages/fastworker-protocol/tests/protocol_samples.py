@@ -156,7 +156,11 @@ assert isinstance(_OVERVIEW_1_0, m.Overview)
 SAMPLES_1_1: dict[str, m.Message] = {
     **SAMPLES,
     "overview_reply": msgspec.structs.replace(
-        _OVERVIEW_1_0, counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5)
+        _OVERVIEW_1_0,
+        counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5),
+        journal="/var/lib/fastworker/fastworker-journal.sqlite3",
+        journal_sync="normal",
+        journal_bytes=4_194_304,
     ),
     "worker_hello": m.WorkerHello(
         request_id=1,

@@ -106,6 +106,17 @@ def percent(value: float | None) -> str:
     return f"{100 * value:.1f} %"
 
 
+def size(value: float | None) -> str:
+    """4194304 -> "4.0 MiB"."""
+    if value is None:
+        return NONE
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "num": num,
     "compact": compact,
@@ -116,4 +127,5 @@ FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "stamp": stamp,
     "span": span,
     "percent": percent,
+    "size": size,
 }

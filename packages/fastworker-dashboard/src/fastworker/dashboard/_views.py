@@ -50,6 +50,11 @@ def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
         "uptime": max(now - overview.started_at, 0.0),
         "library_version": overview.library_version,
         "local_execution": overview.local_execution,
+        "journal": {
+            "path": overview.journal,
+            "sync": overview.journal_sync,
+            "bytes": overview.journal_bytes,
+        },
         "queue_depth": {**depths, "total": depth.total},
         "queues": [
             {
@@ -66,6 +71,7 @@ def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
             "failed": counters.failed,
             "cancelled": counters.cancelled,
             "requeued": counters.requeued,
+            "fenced": counters.fenced,
         },
         "workers": [_worker_view(w, now) for w in overview.workers],
         "task_names": sorted(overview.task_names),

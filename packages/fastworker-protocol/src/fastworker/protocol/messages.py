@@ -390,6 +390,13 @@ class Overview(_Message, tag="overview_reply"):
     library_version: Annotated[str, Meta(max_length=64)] = ""
     local_execution: bool = True
     """Whether the control plane runs tasks itself when no subworker is connected."""
+    journal: Annotated[str, Meta(max_length=4096)] = ""
+    """Where it journals: a file's absolute path, or ``:memory:`` (protocol 1.1; empty
+    from a 1.0 control plane)."""
+    journal_sync: Annotated[str, Meta(max_length=16)] = ""
+    """The journal's sync mode, ``normal`` or ``full`` (protocol 1.1)."""
+    journal_bytes: Count = 0
+    """The journal's size on disk (protocol 1.1)."""
 
 
 class HistoryReply(_Message, tag="history_reply"):

@@ -598,6 +598,9 @@ async def _list(options: argparse.Namespace) -> int:
         f"queued: critical {depth.critical}, high {depth.high}, "
         f"normal {depth.normal}, low {depth.low}"
     )
+    if overview.journal:
+        sync, size = overview.journal_sync, overview.journal_bytes
+        print(f"journal: {overview.journal} (sync {sync}, {size} bytes)")
     return EXIT_OK
 
 

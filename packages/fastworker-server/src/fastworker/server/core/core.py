@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -33,7 +34,7 @@ from fastworker.protocol import (
 )
 from fastworker.protocol import messages as m
 
-from ..journal import Journal, MemoryJournal
+from ..journal import MEMORY_JOURNAL_PATH, Journal, MemoryJournal
 from ..settings import ControlPlaneSettings
 from .admission import Admission
 from .cache import ResultCache
@@ -88,6 +89,9 @@ class ControlPlaneCore:
         self.durability = Durability(
             journal or MemoryJournal(), self.admission, self.scheduler, self.cache, self.counters
         )
+        path = self.durability.journal.path
+        self.journal_path = path if path == MEMORY_JOURNAL_PATH else os.path.abspath(path)
+        """As the overview shows it: a file's absolute path, or ``:memory:``."""
         self._worker_by_peer: dict[int, WorkerRecord] = {}
         self.lost_workers: list[WorkerRecord] = []
         self._authenticated: set[int] = set()
@@ -349,6 +353,7 @@ class ControlPlaneCore:
 
     def overview(self, request_id: int = 0) -> m.Overview:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""
+        journal = self.durability.journal
         workers = [w.info() for w in self.workers.values()]
         workers += [w.info() for w in self.lost_workers if w.worker_id not in self.workers]
         if self.local is not None and not self.workers:
@@ -363,6 +368,9 @@ class ControlPlaneCore:
             task_names=self.admission.known_task_names(),
             library_version=self.library_version,
             local_execution=self.settings.local_execution,
+            journal=self.journal_path,
+            journal_sync=journal.sync,
+            journal_bytes=journal.size(),
         )
 
     # --- subworkers ---------------------------------------------------------------------
