@@ -199,7 +199,10 @@ class ControlPlane:
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
         self.core.dispatch(time.monotonic())
-        self._carry_out()
+        # The leases are stored with the next commit (the outcome's turn, or the next
+        # tick), often in the same row write as the outcome: a lease lost in a crash
+        # only means the task runs again without that attempt counted.
+        self._carry_out(commit=False)
 
     async def _keep_house(self) -> None:
         """Heartbeats out, silent workers and expired leases taken back, expired results
@@ -215,11 +218,12 @@ class ControlPlane:
 
     # --- effects out --------------------------------------------------------------------
 
-    def _carry_out(self) -> None:
+    def _carry_out(self, *, commit: bool = True) -> None:
         """Store what changed, then do what the core asked for: send (the replies that
         waited for the journal too), start local runs, drop connections."""
         core = self.core
-        core.commit(time.monotonic())
+        if commit:
+            core.commit(time.monotonic())
         if core.sends:
             sends, core.sends = core.sends, []
             peers = self._listener.peers if self._listener is not None else {}
