@@ -76,7 +76,7 @@ class Harness:
     def sent(self, conn: Conn) -> list[m.Message]:
         """Messages queued for ``conn`` since the last call (for any connection)."""
         mine = [message for peer_id, message in self.core.sends if peer_id == conn.id]
-        self.core.sends = [(p, msg) for p, msg in self.core.sends if p != conn.id]
+        self.core.sends[:] = [(p, msg) for p, msg in self.core.sends if p != conn.id]
         return mine
 
     def worker(self, conn: Conn, worker_id: str, slots: int = 1, *, leases: bool = True) -> None:

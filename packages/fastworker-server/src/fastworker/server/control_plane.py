@@ -224,25 +224,27 @@ class ControlPlane:
         core = self.core
         if commit:
             core.commit(time.monotonic())
+        # The lists are the core's own (shared inside it): emptied, never replaced.
+        # Nothing below calls back into the core before it returns.
         if core.sends:
-            sends, core.sends = core.sends, []
             peers = self._listener.peers if self._listener is not None else {}
-            for peer_id, message in sends:
+            for peer_id, message in core.sends:
                 peer = peers.get(peer_id)
                 if peer is not None:
                     peer.outbox.put(message)
+            core.sends.clear()
         if core.local_starts:
-            starts, core.local_starts = core.local_starts, []
             assert self._runner is not None
-            for assignment in starts:
+            for assignment in core.local_starts:
                 run = self._runner.start(assignment, self._local_run_done)
                 self._local_runs[assignment.task_id] = run
+            core.local_starts.clear()
         if core.closes:
-            closes, core.closes = core.closes, []
-            for peer_id in closes:
+            for peer_id in core.closes:
                 peer = self._peer(peer_id)
                 if peer is not None:
                     peer.close()
+            core.closes.clear()
 
     def _peer(self, peer_id: int | None) -> Peer | None:
         if peer_id is None or self._listener is None:

@@ -14,21 +14,17 @@ import hmac
 import logging
 import os
 from collections.abc import Iterable
-from typing import Protocol
 
 import msgspec
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
-    FEATURE_LEASES,
     MAX_MESSAGES_PER_FRAME,
     AuthenticationError,
-    DuplicateWorkerError,
     FastworkerError,
     LeaseError,
     ProtocolError,
     TaskStatus,
-    WorkerLostError,
     WorkerState,
     in_chunks,
 )
@@ -39,8 +35,9 @@ from ..settings import ControlPlaneSettings
 from .admission import Admission
 from .cache import ResultCache
 from .durability import Durability
+from .fleet import Fleet
 from .limiter import LogLimiter
-from .records import LOCAL_WORKER_ID, TaskState, WorkerRecord
+from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord
 from .scheduler import Scheduler
 
 __all__ = ["Connection", "ControlPlaneCore"]
@@ -48,16 +45,6 @@ __all__ = ["Connection", "ControlPlaneCore"]
 log = logging.getLogger("fastworker.control_plane")
 
 _WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
-
-
-class Connection(Protocol):
-    """What the core knows of a connection: its id and its peer's address."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def address(self) -> str: ...
 
 
 class ControlPlaneCore:
@@ -92,8 +79,6 @@ class ControlPlaneCore:
         path = self.durability.journal.path
         self.journal_path = path if path == MEMORY_JOURNAL_PATH else os.path.abspath(path)
         """As the overview shows it: a file's absolute path, or ``:memory:``."""
-        self._worker_by_peer: dict[int, WorkerRecord] = {}
-        self.lost_workers: list[WorkerRecord] = []
         self._authenticated: set[int] = set()
         self._fenced_log = LogLimiter(log, interval=10.0)
         self.local: WorkerRecord | None = None
@@ -111,8 +96,22 @@ class ControlPlaneCore:
                 last_heartbeat=self.started_at,
             )
         self.sends: list[tuple[int, m.Message]] = []
+        """Messages to send: the shell empties this list, never replaces it."""
         self.local_starts: list[m.TaskAssignment] = []
         self.closes: list[int] = []
+        self.fleet = Fleet(
+            settings,
+            control_plane_id=control_plane_id,
+            wall_offset=wall_offset,
+            admission=self.admission,
+            scheduler=self.scheduler,
+            counters=self.counters,
+            local=self.local,
+            workers=self.workers,
+            sends=self.sends,
+            closes=self.closes,
+            finish=self._finish,
+        )
 
     # --- messages in --------------------------------------------------------------------
 
@@ -129,7 +128,7 @@ class ControlPlaneCore:
         if self.settings.auth_token is not None and peer.id not in self._authenticated:
             self._authenticate(peer, message)
         if isinstance(message, _WORKER_MESSAGES):
-            worker = self._worker_by_peer.get(peer.id)
+            worker = self.fleet.by_peer.get(peer.id)
             if worker is None:
                 self._refuse_non_worker(peer, message, now)
                 return
@@ -141,18 +140,18 @@ class ControlPlaneCore:
             case m.SubmitBatch(request_id=request_id, tasks=requests):
                 self._submit(peer, request_id, requests, now)
             case m.TasksDone(outcomes=outcomes):
-                worker = self._worker_by_peer[peer.id]
+                worker = self.fleet.by_peer[peer.id]
                 for outcome in outcomes:
                     self._outcome(worker, outcome, now)
             case m.Heartbeat():
-                self._heartbeat(self._worker_by_peer[peer.id], message, now)
+                self.fleet.heartbeat(self.fleet.by_peer[peer.id], message, now)
             case m.HandBack(task_ids=task_ids):
-                worker = self._worker_by_peer[peer.id]
+                worker = self.fleet.by_peer[peer.id]
                 if worker.state is WorkerState.CONNECTED:
                     # Only a stopping subworker hands work back (one of protocol 1.0
                     # says so in no other way): send it nothing more.
-                    self._start_drain(worker)
-                self._take_back(worker, task_ids, counted=False, now=now)
+                    self.fleet.start_drain(worker)
+                self.fleet.take_back(worker, task_ids, counted=False, now=now)
             case m.WatchResults(request_id=request_id, task_ids=task_ids):
                 unknown = self._watch(peer.id, task_ids)
                 self.sends.append((peer.id, m.Watching(request_id=request_id, unknown=unknown)))
@@ -174,11 +173,11 @@ class ControlPlaneCore:
                 )
                 self.sends.append((peer.id, welcome))
             case m.WorkerHello():
-                self._worker_hello(peer, message, now)
+                self.fleet.hello(peer, message, now)
             case m.Goodbye():
-                worker = self._worker_by_peer.get(peer.id)
+                worker = self.fleet.by_peer.get(peer.id)
                 if worker is not None:
-                    self._worker_gone(worker, "said goodbye", now)
+                    self.fleet.gone(worker, "said goodbye", now)
             case _:
                 raise ProtocolError(f"{type(message).__name__} is not a request to a control plane")
 
@@ -355,7 +354,7 @@ class ControlPlaneCore:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""
         journal = self.durability.journal
         workers = [w.info() for w in self.workers.values()]
-        workers += [w.info() for w in self.lost_workers if w.worker_id not in self.workers]
+        workers += [w.info() for w in self.fleet.lost if w.worker_id not in self.workers]
         if self.local is not None and not self.workers:
             workers.append(self.local.info())
         return m.Overview(
@@ -373,176 +372,19 @@ class ControlPlaneCore:
             journal_bytes=journal.size(),
         )
 
-    # --- subworkers ---------------------------------------------------------------------
-
-    def _worker_hello(self, peer: Connection, hello: m.WorkerHello, now: float) -> None:
-        existing = self.workers.get(hello.worker_id)
-        if existing is not None and existing.peer_id != peer.id:
-            raise DuplicateWorkerError(
-                f"a subworker with id {hello.worker_id!r} is already connected"
-            )
-        if existing is None:
-            worker = WorkerRecord(
-                worker_id=hello.worker_id,
-                peer_id=peer.id,
-                address=peer.address,
-                slots=hello.concurrency,
-                task_names=frozenset(hello.task_names),
-                host=hello.host,
-                pid=hello.pid,
-                connected_at=now + self.wall_offset,
-                last_heard=now,
-                last_heartbeat=now + self.wall_offset,
-                renews_leases=FEATURE_LEASES in hello.features,
-                order=self.scheduler.next_turn(),
-            )
-            self.workers[worker.worker_id] = worker
-            self._worker_by_peer[peer.id] = worker
-        else:
-            # The same connection announcing itself again keeps what it holds.
-            worker = existing
-            worker.slots = hello.concurrency
-            worker.task_names = frozenset(hello.task_names)
-            worker.renews_leases = FEATURE_LEASES in hello.features
-        self.admission.names_changed()
-        self.sends.append(
-            (
-                peer.id,
-                m.WorkerWelcome(
-                    request_id=hello.request_id,
-                    control_plane_id=self.id,
-                    heartbeat_interval=self.settings.heartbeat_interval,
-                    lease_timeout=self.settings.lease_timeout,
-                    features=[FEATURE_LEASES],
-                ),
-            )
-        )
-        log.info(
-            "subworker %s joined from %s with %d slots",
-            worker.worker_id,
-            peer.address,
-            worker.slots,
-        )
-        self.scheduler.unpark(worker.task_names)
-
-    def _heartbeat(self, worker: WorkerRecord, beat: m.Heartbeat, now: float) -> None:
-        if beat.draining and worker.state is WorkerState.CONNECTED:
-            self._start_drain(worker)
-        active = self.admission.active
-        for task_id in beat.running:
-            if task_id in worker.assigned:
-                active[task_id].renewed = now
-
-    def _start_drain(self, worker: WorkerRecord) -> None:
-        worker.state = WorkerState.DRAINING
-        log.info(
-            "subworker %s is draining; %d tasks still running there",
-            worker.worker_id,
-            len(worker.assigned),
-        )
+    # --- subworkers and time ------------------------------------------------------------
 
     def disconnected(self, peer_id: int, now: float) -> None:
         """A connection is gone."""
         self._authenticated.discard(peer_id)
-        worker = self._worker_by_peer.get(peer_id)
-        if worker is not None:
-            self._worker_gone(worker, "dropped its connection", now)
-
-    def _worker_gone(self, worker: WorkerRecord, why: str, now: float) -> None:
-        if worker.peer_id is not None:
-            self._worker_by_peer.pop(worker.peer_id, None)
-            self.closes.append(worker.peer_id)
-        if self.workers.get(worker.worker_id) is worker:
-            del self.workers[worker.worker_id]
-            self.admission.names_changed()
-            if not self.workers and self.local is not None:
-                self.scheduler.unpark(self.local.task_names)  # it runs them itself now
-        worker.state = WorkerState.LOST
-        self.lost_workers = [*self.lost_workers[-31:], worker]
-        if worker.assigned:
-            log.warning(
-                "subworker %s %s; requeueing %d tasks", worker.worker_id, why, len(worker.assigned)
-            )
-        else:
-            log.info("subworker %s %s", worker.worker_id, why)
-        self._take_back(worker, list(worker.assigned), counted=True, now=now)
-
-    def _take_back(
-        self, worker: WorkerRecord, task_ids: Iterable[str], *, counted: bool, now: float
-    ) -> None:
-        """Leases end without an outcome. ``counted``: the attempt counts (the worker was
-        lost); otherwise the worker handed the task back and it is as if never sent."""
-        taken: list[TaskState] = []
-        for task_id in task_ids:
-            if task_id not in worker.assigned:
-                if not counted:
-                    self.counters.fenced += 1
-                continue
-            worker.assigned.discard(task_id)
-            self.counters.running -= 1
-            taken.append(self.admission.active[task_id])
-        # Front of their levels, in the order they were first queued.
-        for task in sorted(taken, key=_queue_order, reverse=True):
-            if not counted:
-                task.attempts -= 1
-            elif task.attempts >= self.settings.max_attempts:
-                error = WorkerLostError(
-                    f"task {task.task_id} was lost with {task.attempts} workers; giving up"
-                )
-                self._finish(task, _failed_outcome(task, error, now + self.wall_offset), now)
-                continue
-            self.scheduler.requeue(task)
-
-    # --- time ---------------------------------------------------------------------------
+        self.fleet.disconnected(peer_id, now)
 
     def tick(self, now: float) -> None:
         """Once a heartbeat interval: heartbeats out, silent subworkers and expired
         leases taken back, expired results dropped."""
-        timeout = self.settings.lease_timeout
-        for worker in list(self.workers.values()):
-            silent = now - worker.last_heard
-            if silent > timeout:
-                self._worker_gone(worker, f"was silent for {silent:.1f} s", now)
-                continue
-            expired = [
-                task_id
-                for task_id in worker.assigned
-                if _lease_expired(self.admission.active[task_id], worker, now, timeout)
-            ]
-            if expired:
-                log.warning(
-                    "subworker %s holds %d tasks past their lease; taking them back",
-                    worker.worker_id,
-                    len(expired),
-                )
-                self._take_back(worker, expired, counted=True, now=now)
-            assert worker.peer_id is not None
-            beat = m.Heartbeat(sent_at=now + self.wall_offset, load=len(worker.assigned))
-            self.sends.append((worker.peer_id, beat))
+        self.fleet.tick(now)
         self.admission.expire(now)
-
-
-def _lease_expired(task: TaskState, worker: WorkerRecord, now: float, timeout: float) -> bool:
-    if worker.renews_leases:
-        return now - task.renewed > timeout
-    # A subworker of protocol 1.0 does not say what it runs: only a task with a time
-    # limit has a deadline (the subworker reports the limit's outcome itself).
-    return task.timeout is not None and now - task.leased > task.timeout + timeout
-
-
-def _queue_order(task: TaskState) -> int:
-    return task.order
 
 
 def _info(exc: FastworkerError) -> m.ErrorInfo:
     return m.ErrorInfo(code=exc.remote_code, message=exc.message)
-
-
-def _failed_outcome(task: TaskState, error: FastworkerError, wall: float) -> m.TaskOutcome:
-    return m.TaskOutcome(
-        task_id=task.task_id,
-        status=TaskStatus.FAILED,
-        error=_info(error),
-        worker_id=task.worker_id,
-        finished_at=wall,
-    )

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 from msgspec import Raw
 
 from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
-__all__ = ["LOCAL_WORKER_ID", "TaskState", "WorkerRecord"]
+__all__ = ["LOCAL_WORKER_ID", "Connection", "TaskState", "WorkerRecord"]
 
 LOCAL_WORKER_ID = "control-plane"
+
+
+class Connection(Protocol):
+    """What the core knows of a connection: its id and its peer's address."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
 
 
 @dataclasses.dataclass(eq=False)
