@@ -182,3 +182,58 @@ async def test_forged_outcomes_for_running_and_queued_tasks_change_nothing(
     finally:
         forger.close()
         await client.stop()
+
+
+async def test_a_stopped_subworker_loses_its_lease_and_the_task_runs_elsewhere(
+    processes: Processes,
+) -> None:
+    address = processes.address()
+    lease = ("--lease-timeout", "1.0", "--heartbeat-interval", "0.25")
+    processes.control_plane(address, "--no-local-execution", *lease)
+    client = await connect(address)
+    try:
+        frozen = processes.subworker(address, "frozen", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        task_id = await client.delay("block", 0.5)
+        await _wait_until_running(client, [task_id], 1)
+        frozen.send_signal(signal.SIGSTOP)  # silent, connection still open
+        try:
+            processes.subworker(address, "thawed", "--concurrency", "1")
+            assert await client.result(task_id, timeout=WAIT) == 0.5
+            info = await client.status(task_id)
+            assert info.worker_id == "thawed"
+            assert info.attempts == 2  # the lost lease counts
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        # Back from the pause, its own outcome of the task changes nothing.
+        deadline = time.monotonic() + WAIT
+        while (await client.overview()).counters.fenced < 1:
+            assert time.monotonic() < deadline, "the late outcome never arrived"
+            await asyncio.sleep(0.05)
+        assert (await client.status(task_id)).worker_id == "thawed"
+    finally:
+        await client.stop()
+
+
+async def test_a_subworker_reconnects_when_its_control_plane_goes_silent(
+    processes: Processes,
+) -> None:
+    address = processes.address()
+    lease = ("--lease-timeout", "1.0", "--heartbeat-interval", "0.25")
+    plane = processes.control_plane(address, *lease)
+    client = await connect(address)
+    try:
+        processes.subworker(address, "patient", "--concurrency", "1")
+        await wait_for_workers(client, 1)
+        plane.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + WAIT
+            while "was silent" not in processes.log("subworker-patient"):
+                assert time.monotonic() < deadline, "the subworker never noticed"
+                await asyncio.sleep(0.05)
+        finally:
+            plane.send_signal(signal.SIGCONT)
+        await wait_for_workers(client, 1, timeout=WAIT)
+        assert await client.run("where", timeout=WAIT) != str(plane.pid)  # not run locally
+    finally:
+        await client.stop()
