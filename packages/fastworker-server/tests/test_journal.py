@@ -165,17 +165,70 @@ def test_an_empty_write_changes_nothing(journal: Journal) -> None:
     assert sorted(by_id(journal)) == ["a"]
 
 
+def test_a_task_upserted_twice_in_one_call_keeps_the_later_record(journal: Journal) -> None:
+    journal.write([record("known")], [])
+    # 130 upserts: SQLite gets them 64 to a statement, so the repeats cross statements.
+    filler = [record(f"filler-{i}") for i in range(127)]
+    upserts = [record("new", order=1), record("known", order=1), *filler]
+    upserts[100:100] = [record("new", order=2)]
+    upserts.append(record("known", order=2))
+    journal.write(upserts, [])
+    journal.write([record("new", order=3)], [])
+    stored = journal.load()
+    assert len(stored) == 129  # one row per task
+    assert {task.task_id: task.order for task in stored}["new"] == 3
+    assert {task.task_id: task.order for task in stored}["known"] == 2
+
+
+def test_a_task_upserted_and_deleted_in_one_call_is_gone(journal: Journal) -> None:
+    journal.write([record("old")], [])
+    journal.write([record("new"), record("old", order=1)], ["new", "old"])
+    assert journal.load() == []
+    journal.write([record("new"), record("old")], [])
+    assert sorted(task.task_id for task in journal.load()) == ["new", "old"]
+
+
+def refuse_deleting(journal: Journal, task_id: str) -> None:
+    """Make SQLite fail the transaction that deletes ``task_id``, after its other work."""
+    assert isinstance(journal, SqliteJournal)
+    connection = journal._require_open()  # pyright: ignore[reportPrivateUsage]
+    connection.execute(
+        f"CREATE TEMP TRIGGER refuse BEFORE DELETE ON tasks WHEN old.task_id = '{task_id}'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+
+
 def test_a_failing_write_applies_nothing_and_the_next_one_works(journal: Journal) -> None:
+    journal.write([record("kept"), record("refused")], [])
+    refuse_deleting(journal, "refused")
+    # The upserts and the first delete run inside the transaction before it fails.
+    new = [record(f"new-{i}") for i in range(100)]
+    with pytest.raises(StorageError, match="refused by the test; nothing was stored"):
+        journal.write([*new, record("kept", order=9)], ["kept", "refused"])
+    stored = journal.load()
+    assert sorted(task.task_id for task in stored) == ["kept", "refused"]
+    assert by_id(journal)["kept"].order == 0
+    # The failed call's tasks are new again, and "kept" is still the task it replaces.
+    journal.write([*new, record("kept", order=5)], [])
+    stored = journal.load()
+    assert len(stored) == 102
+    assert by_id(journal)["kept"].order == 5
+    journal.write([], ["kept", "new-0"])
+    assert "kept" not in by_id(journal)
+    assert len(journal.load()) == 100
+
+
+def test_a_task_id_that_is_not_a_string_is_refused_and_nothing_is_applied(
+    journal: Journal,
+) -> None:
     journal.write([record("kept")], [])
-    # The upserts run inside the transaction before the bad delete fails it.
-    unbindable = cast("list[str]", [["not", "an", "id"]])
+    unhashable = cast("list[str]", [["not", "an", "id"]])
     with pytest.raises(StorageError, match="nothing was stored"):
-        journal.write([record("new"), record("kept", order=9)], ["kept", *unbindable])
-    stored = by_id(journal)
-    assert sorted(stored) == ["kept"]
-    assert stored["kept"].order == 0
-    journal.write([record("new")], [])
-    assert sorted(by_id(journal)) == ["kept", "new"]
+        journal.write([record("new")], ["kept", *unhashable])
+    journal.write([record("new"), record("kept", order=1)], [])
+    stored = journal.load()
+    assert sorted(task.task_id for task in stored) == ["kept", "new"]
+    assert by_id(journal)["kept"].order == 1
 
 
 def test_a_record_that_cannot_be_encoded_is_refused_and_nothing_is_applied(
@@ -190,15 +243,33 @@ def test_a_record_that_cannot_be_encoded_is_refused_and_nothing_is_applied(
 def test_data_survives_close_and_reopen(path: str) -> None:
     first = open_journal(path)
     first.write([full_record(), *(record(f"task-{i}", order=i) for i in range(1000))], [])
-    first.write([], ["task-0"])
+    first.write([], ["task-0", "task-999"])
     first.close()
     second = open_journal(path)
     stored = by_id(second)
-    second.close()
-    assert len(stored) == 1000
+    assert len(stored) == 999
     assert same(stored["t" * 32], full_record())
     assert "task-0" not in stored
-    assert stored["task-999"].order == 999
+    assert stored["task-998"].order == 998
+    # After reopening, an upsert still replaces the stored task and deletes still find it.
+    second.write([record("task-1", order=-1), record("task-999"), record("task-1000")], [])
+    second.write([], ["task-2"])
+    stored = by_id(second)
+    assert len(second.load()) == len(stored) == 1000
+    assert stored["task-1"].order == -1
+    assert "task-2" not in stored
+    second.close()
+
+
+def test_new_tasks_are_stored_in_the_order_they_first_arrive(path: str) -> None:
+    journal = open_journal(path)
+    journal.write([record("c"), record("a")], [])
+    journal.write([record("b"), record("a", order=1)], ["c"])
+    journal.close()
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT task_id FROM tasks ORDER BY id").fetchall()
+    connection.close()
+    assert rows == [("a",), ("b",)]
 
 
 def test_an_unreadable_record_is_reported_with_its_task_id(path: str) -> None:
@@ -222,6 +293,30 @@ def test_closing_twice_is_harmless_and_a_closed_journal_refuses_work(path: str) 
         journal.write([record("a")], [])
     with pytest.raises(StorageError, match="closed"):
         journal.load()
+
+
+def test_a_record_stored_under_another_task_id_is_refused(path: str) -> None:
+    journal = open_journal(path)
+    journal.write([record("a"), record("b")], [])
+    journal.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE tasks SET task_id = 'c' WHERE task_id = 'b'")
+    connection.close()
+    journal = open_journal(path)
+    with pytest.raises(StorageError, match="stores task 'b' under the id 'c'"):
+        journal.load()
+    journal.close()
+
+
+def test_a_task_stored_twice_is_refused_at_open(path: str) -> None:
+    journal = open_journal(path)
+    journal.write([record("a"), record("b")], [])
+    journal.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO tasks (task_id, record) SELECT task_id, record FROM tasks")
+    connection.close()
+    with pytest.raises(StorageError, match=r"holds task '[ab]' twice; move it aside"):
+        open_journal(path)
 
 
 # --- durability across a killed process -------------------------------------------------

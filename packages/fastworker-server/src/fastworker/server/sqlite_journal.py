@@ -1,8 +1,11 @@
 """The journal as an embedded SQLite file: WAL, one table, one commit per call.
 
-One row per task: its id and its :class:`~fastworker.server.journal.TaskRecord` as msgpack.
-The caller batches a whole event-loop turn into one :meth:`SqliteJournal.write` (group
-commit), so the cost of a commit is shared by every task that changed in that turn.
+One row per task: its id and its :class:`~fastworker.server.journal.TaskRecord` as msgpack,
+under an integer key given in order of first write. New tasks then go to the end of the
+table and a turn's changes touch a few pages, where keys by task id (random) would touch a
+page per task. The journal keeps each task's key in memory, so no index on the task id is
+needed. The caller batches a whole event-loop turn into one :meth:`SqliteJournal.write`
+(group commit), so the cost of a commit is shared by every task that changed in that turn.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from itertools import chain
+from typing import Any
 
 import msgspec
 
@@ -31,9 +36,14 @@ fastworker and is refused rather than misread."""
 _WAL_AUTOCHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
-_SCHEMA = "CREATE TABLE tasks (task_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID"
-_UPSERT = "INSERT OR REPLACE INTO tasks (task_id, record) VALUES (?, ?)"
-_DELETE = "DELETE FROM tasks WHERE task_id = ?"
+_SCHEMA = "CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, record BLOB NOT NULL)"
+# Rows go to SQLite _CHUNK to a statement, the rest one by one: stepping a statement per
+# row costs about as much as storing the row.
+_CHUNK = 64
+_UPSERT = "INSERT OR REPLACE INTO tasks (id, task_id, record) VALUES (?, ?, ?)"
+_UPSERT_CHUNK = _UPSERT.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * _CHUNK))
+_DELETE = "DELETE FROM tasks WHERE id = ?"
+_DELETE_CHUNK = f"DELETE FROM tasks WHERE id IN ({', '.join('?' * _CHUNK)})"
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(TaskRecord)
@@ -61,7 +71,15 @@ class SqliteJournal:
         self.sync = check_sync_mode(sync)
         self._wal_path = path + "-wal"
         self._pid_path = path + "-pid"
-        self._connection: sqlite3.Connection | None = _open(path, sync, self._pid_path)
+        connection = _open(path, sync, self._pid_path)
+        try:
+            # Each stored task's key; write() keeps it in step with the table.
+            self._keys = _read_keys(connection, path)
+        except StorageError:
+            connection.close()
+            raise
+        self._next_key = max(self._keys.values(), default=0) + 1
+        self._connection: sqlite3.Connection | None = connection
         # A hint for the message a second control plane gets; the lock itself is SQLite's.
         with contextlib.suppress(OSError), open(self._pid_path, "w") as pid_file:
             pid_file.write(f"{os.getpid()}\n")
@@ -70,7 +88,7 @@ class SqliteJournal:
         connection = self._require_open()
         try:
             rows: list[tuple[str, bytes]] = connection.execute(
-                "SELECT task_id, record FROM tasks"
+                "SELECT task_id, record FROM tasks ORDER BY id"
             ).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"could not read journal {self.path}: {exc}") from exc
@@ -96,24 +114,47 @@ class SqliteJournal:
         if not upserts and not deletes:
             return
         try:
-            rows = [(record.task_id, _ENCODER.encode(record)) for record in upserts]
+            blobs = [_ENCODER.encode(record) for record in upserts]
         except (TypeError, ValueError) as exc:  # msgspec.EncodeError is a ValueError
             raise StorageError(f"could not encode a task for journal {self.path}: {exc}") from exc
+        keys = self._keys
+        next_key = self._next_key
+        # (task id, its key before this call or None): what undoes this call's changes.
+        undo: list[tuple[str, int | None]] = []
+        rows: list[tuple[int, str, bytes]] = []
+        removals: list[tuple[int]] = []
         try:
+            for record, blob in zip(upserts, blobs, strict=True):
+                task_id = record.task_id
+                key = keys.get(task_id)
+                if key is None:
+                    keys[task_id] = key = next_key
+                    next_key += 1
+                    undo.append((task_id, None))
+                rows.append((key, task_id, blob))
+            for task_id in deletes:
+                key = keys.pop(task_id, None)
+                if key is not None:
+                    undo.append((task_id, key))
+                    removals.append((key,))
             connection.execute("BEGIN")
-            if rows:
-                connection.executemany(_UPSERT, rows)
-            if deletes:
-                connection.executemany(_DELETE, [(task_id,) for task_id in deletes])
+            _execute(connection, _UPSERT_CHUNK, _UPSERT, rows)
+            _execute(connection, _DELETE_CHUNK, _DELETE, removals)
             connection.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TypeError) as exc:  # TypeError: a task id that is no str
             # SQLite rolls back by itself after an I/O error; after any other, we do.
             if connection.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
+            for task_id, key in reversed(undo):
+                if key is None:
+                    del keys[task_id]
+                else:
+                    keys[task_id] = key
             raise StorageError(
                 f"could not write to journal {self.path}: {_describe(exc)}; nothing was stored"
             ) from exc
+        self._next_key = next_key
 
     def size(self) -> int:
         return _file_size(self.path) + _file_size(self._wal_path)
@@ -153,6 +194,31 @@ def _open(path: str, sync: str, pid_path: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _execute(
+    connection: sqlite3.Connection, chunk_sql: str, row_sql: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Run ``row_sql`` for each row in order, as ``chunk_sql`` (the same for _CHUNK rows)
+    where it can."""
+    whole = len(rows) - len(rows) % _CHUNK
+    for start in range(0, whole, _CHUNK):
+        connection.execute(chunk_sql, list(chain.from_iterable(rows[start : start + _CHUNK])))
+    if whole < len(rows):
+        connection.executemany(row_sql, rows[whole:])
+
+
+def _read_keys(connection: sqlite3.Connection, path: str) -> dict[str, int]:
+    try:
+        rows: list[tuple[int, str]] = connection.execute("SELECT id, task_id FROM tasks").fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"could not read journal {path}: {exc}") from exc
+    keys: dict[str, int] = {}
+    for key, task_id in rows:
+        if task_id in keys:
+            raise StorageError(f"journal {path} holds task {task_id!r} twice; {_MOVE_ASIDE}")
+        keys[task_id] = key
+    return keys
 
 
 def _check_access(path: str) -> None:
@@ -230,7 +296,7 @@ def _open_error(path: str, exc: sqlite3.Error, pid_path: str) -> StorageError:
     return StorageError(f"could not open journal {path}: {_describe(exc)}")
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _reason(exc: Exception) -> str:
     """The kind of SQLite failure: its primary result code, lower case without prefix."""
     name: str | None = getattr(exc, "sqlite_errorname", None)  # Python 3.11+
     if name:
@@ -254,7 +320,7 @@ _MESSAGES = (
 )
 
 
-def _describe(exc: sqlite3.Error) -> str:
+def _describe(exc: Exception) -> str:
     if _reason(exc) in ("full", "ioerr"):
         return f"{exc} (is the disk full, or the file at the process's size limit?)"
     if _reason(exc) == "readonly":
