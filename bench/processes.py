@@ -70,6 +70,8 @@ class ClusterSpec:
     journal: bool = True
     """Journal to a SQLite file in the run's directory (the default of a control plane),
     or keep everything in memory."""
+    journal_sync: str = "normal"
+    """``--journal-sync``: ``full`` flushes every commit to the disk."""
 
     def control_plane_flags(self) -> tuple[str, ...]:
         """How the control plane runs tasks: itself with no subworkers, else never (so
@@ -80,7 +82,9 @@ class ClusterSpec:
 
     def describe(self) -> str:
         """A short label for the report, such as ``tcp, 2 subworkers x 1``."""
-        memory = "" if self.journal else IN_MEMORY
+        memory = IN_MEMORY if not self.journal else ""
+        if self.journal and self.journal_sync != "normal":
+            memory = f", journal sync {self.journal_sync}"
         if self.subworkers == 0:
             return f"{self.transport}, local execution x {self.concurrency}{memory}"
         plural = "" if self.subworkers == 1 else "s"
@@ -177,6 +181,8 @@ class Launcher:
                 str(self.run_dir / f"journal-{next(self._names)}.sqlite3")
                 if spec.journal
                 else ":memory:",
+                "--journal-sync",
+                spec.journal_sync,
                 *spec.control_plane_flags(),
             ],
             name="control-plane",

@@ -167,6 +167,10 @@ def plan(sizes: Sizes) -> list[Stage]:
         Stage(
             ClusterSpec("tcp", subworkers=1, concurrency=slots, journal=False), (w1(), w2_memory)
         ),
+        Stage(
+            ClusterSpec("tcp", subworkers=1, concurrency=slots, journal_sync="full"),
+            (w1(), w2_memory),
+        ),
         Stage(ClusterSpec("tcp", subworkers=2, concurrency=slots), (w1(),)),
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(targets=W1_TARGETS), w2)),
         Stage(fan_out, (w3,)),

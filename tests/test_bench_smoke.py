@@ -59,13 +59,15 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
-    assert len(w1) == 6  # local, 1 subworker (delay, delay_many, in memory), 2 subworkers, ipc
+    # Local; 1 subworker: delay, delay_many, in memory, sync full; 2 subworkers; ipc.
+    assert len(w1) == 7
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
     assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p99 of run()"]
-    # Local execution, tcp, tcp in memory and ipc; one difference of tcp and tcp in memory.
-    assert [len(w2[metric]) for metric in sorted(w2)] == [4, 1, 4, 4]
-    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, True, False]
+    # Local execution, tcp, tcp in memory, sync full and ipc; one difference of tcp and
+    # tcp in memory.
+    assert [len(w2[metric]) for metric in sorted(w2)] == [5, 1, 5, 5]
+    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, True, True, False]
     assert all(
         m.verified == TINY.w2_calls * TINY.repeats
         for metric, ms in w2.items()
