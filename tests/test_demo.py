@@ -19,6 +19,7 @@ def test_the_demo_runs_orders_and_stops_cleanly(tmp_path: Path) -> None:
         [
             *(sys.executable, str(DEMO), "--duration", "2"),
             *("--address", f"ipc://{tmp_path}/demo.sock", "--dashboard-port", "0"),
+            *("--journal", str(tmp_path / "journal.sqlite3")),
         ],
         capture_output=True,
         text=True,

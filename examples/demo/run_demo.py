@@ -119,6 +119,12 @@ def main() -> int:
     parser.add_argument(
         "--dashboard-port", type=int, default=8080, help="0 picks a free port (default: 8080)"
     )
+    parser.add_argument(
+        "--journal",
+        default=str(SHOP / "fastworker-journal.sqlite3"),
+        help="the control plane's journal: orders still queued at the last stop run again "
+        "(default: %(default)s)",
+    )
     options = parser.parse_args()
     processes = [
         start(
@@ -129,8 +135,11 @@ def main() -> int:
             options.address,
             "--dashboard-port",
             str(options.dashboard_port),
+            "--journal",
+            options.journal,
         )
     ]
+    print(f"journal: {options.journal}", flush=True)
     if options.dashboard_port:
         print(f"dashboard: http://127.0.0.1:{options.dashboard_port}", flush=True)
     try:
