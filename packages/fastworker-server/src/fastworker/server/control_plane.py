@@ -27,7 +27,7 @@ from fastworker.protocol import messages as m
 
 from ._transport import Listener, Peer
 from ._version import __version__
-from .core import LOCAL_WORKER_ID, ControlPlaneCore
+from .core import LOCAL_WORKER_ID, ControlPlaneCore, error_info
 from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
 from .settings import ControlPlaneSettings
@@ -124,7 +124,7 @@ class ControlPlane:
             "control plane %s listening on %s; journal %s (sync %s)",
             self.id,
             self.settings.address,
-            _describe_journal(self.journal),
+            _describe_journal(core.journal_path),
             self.journal.sync,
         )
 
@@ -173,7 +173,7 @@ class ControlPlane:
                 frame = peer.outbox.receive(data)
             except ProtocolError as exc:
                 log.warning("refused a frame from %s: %s", peer.address, exc)
-                peer.outbox.put(m.ErrorReply(request_id=None, error=_info(exc)))
+                peer.outbox.put(m.ErrorReply(request_id=None, error=error_info(exc)))
                 continue
             for message in frame.messages:
                 core.handle(peer, message, now)
@@ -252,10 +252,10 @@ class ControlPlane:
         return self._listener.peers.get(peer_id)
 
 
-def _describe_journal(journal: Journal) -> str:
-    if journal.path == MEMORY_JOURNAL_PATH:
+def _describe_journal(path: str) -> str:
+    if path == MEMORY_JOURNAL_PATH:
         return "in memory (a restart loses every task)"
-    return os.path.abspath(journal.path)
+    return path
 
 
 _LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
@@ -275,7 +275,3 @@ def _check_exposure(settings: ControlPlaneSettings) -> None:
             "(or FASTWORKER_AUTH_TOKEN) on the control plane, its clients and subworkers, "
             "or pass --allow-unauthenticated on a network you trust entirely"
         )
-
-
-def _info(exc: FastworkerError) -> m.ErrorInfo:
-    return m.ErrorInfo(code=exc.remote_code, message=exc.message)

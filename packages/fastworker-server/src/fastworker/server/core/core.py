@@ -37,7 +37,7 @@ from .cache import ResultCache
 from .durability import Durability
 from .fleet import Fleet
 from .limiter import LogLimiter
-from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord
+from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
 
 __all__ = ["Connection", "ControlPlaneCore"]
@@ -122,7 +122,7 @@ class ControlPlaneCore:
         except FastworkerError as exc:
             request_id: int | None = getattr(message, "request_id", None)
             log.info("refused %s from %s: %s", type(message).__name__, peer.address, exc)
-            self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=_info(exc))))
+            self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=error_info(exc))))
 
     def _handle(self, peer: Connection, message: m.Message, now: float) -> None:
         if self.settings.auth_token is not None and peer.id not in self._authenticated:
@@ -230,7 +230,7 @@ class ControlPlaneCore:
             f"{type(message).__name__} refused: this connection is not a registered subworker, "
             "and only the subworker holding a task's lease may report on it"
         )
-        self.sends.append((peer.id, m.ErrorReply(request_id=None, error=_info(error))))
+        self.sends.append((peer.id, m.ErrorReply(request_id=None, error=error_info(error))))
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -384,7 +384,3 @@ class ControlPlaneCore:
         leases taken back, expired results dropped."""
         self.fleet.tick(now)
         self.admission.expire(now)
-
-
-def _info(exc: FastworkerError) -> m.ErrorInfo:
-    return m.ErrorInfo(code=exc.remote_code, message=exc.message)

@@ -19,7 +19,7 @@ from ..journal import MEMORY_JOURNAL_PATH, Journal, TaskRecord
 from .admission import Admission
 from .cache import ResultCache
 from .limiter import LogLimiter
-from .records import TaskState
+from .records import TaskState, error_info, failed_outcome
 from .scheduler import Scheduler
 
 __all__ = ["Durability"]
@@ -87,7 +87,7 @@ class Durability:
                 now, "the journal refused a write; its submissions are refused: %s", exc
             )
             held, self._held = self._held, []
-            error = m.ErrorInfo(code=exc.remote_code, message=exc.message)
+            error = error_info(exc)
             for peer_id, reply, new_ids in held:
                 self._take_back_submission(new_ids)
                 sends.append((peer_id, m.ErrorReply(request_id=reply.request_id, error=error)))
@@ -160,13 +160,7 @@ class Durability:
             f"task {task.task_id} was running when the control plane stopped, "
             f"{task.attempts} times; giving up"
         )
-        return m.TaskOutcome(
-            task_id=task.task_id,
-            status=TaskStatus.FAILED,
-            error=m.ErrorInfo(code=error.remote_code, message=error.message),
-            worker_id=task.worker_id,
-            finished_at=wall,
-        )
+        return failed_outcome(task, error, wall)
 
 
 def _record(task: TaskState) -> TaskRecord:

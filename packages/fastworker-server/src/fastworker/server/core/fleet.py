@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable
 from fastworker.protocol import (
     FEATURE_LEASES,
     DuplicateWorkerError,
-    FastworkerError,
-    TaskStatus,
     WorkerLostError,
     WorkerState,
 )
@@ -18,7 +16,7 @@ from fastworker.protocol import messages as m
 
 from ..settings import ControlPlaneSettings
 from .admission import Admission
-from .records import Connection, TaskState, WorkerRecord
+from .records import Connection, TaskState, WorkerRecord, failed_outcome
 from .scheduler import Scheduler
 
 __all__ = ["Fleet"]
@@ -176,7 +174,7 @@ class Fleet:
                 error = WorkerLostError(
                     f"task {task.task_id} was lost with {task.attempts} workers; giving up"
                 )
-                self._finish(task, _failed_outcome(task, error, now + self.wall_offset), now)
+                self._finish(task, failed_outcome(task, error, now + self.wall_offset), now)
                 continue
             self.scheduler.requeue(task)
 
@@ -216,17 +214,3 @@ def _lease_expired(task: TaskState, worker: WorkerRecord, now: float, timeout: f
 
 def _queue_order(task: TaskState) -> int:
     return task.order
-
-
-def _info(exc: FastworkerError) -> m.ErrorInfo:
-    return m.ErrorInfo(code=exc.remote_code, message=exc.message)
-
-
-def _failed_outcome(task: TaskState, error: FastworkerError, wall: float) -> m.TaskOutcome:
-    return m.TaskOutcome(
-        task_id=task.task_id,
-        status=TaskStatus.FAILED,
-        error=_info(error),
-        worker_id=task.worker_id,
-        finished_at=wall,
-    )

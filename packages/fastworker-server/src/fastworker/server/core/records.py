@@ -7,10 +7,17 @@ from typing import Protocol
 
 from msgspec import Raw
 
-from fastworker.protocol import TaskPriority, TaskStatus, WorkerState
+from fastworker.protocol import FastworkerError, TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
-__all__ = ["LOCAL_WORKER_ID", "Connection", "TaskState", "WorkerRecord"]
+__all__ = [
+    "LOCAL_WORKER_ID",
+    "Connection",
+    "TaskState",
+    "WorkerRecord",
+    "error_info",
+    "failed_outcome",
+]
 
 LOCAL_WORKER_ID = "control-plane"
 
@@ -123,3 +130,19 @@ class WorkerRecord:
             tasks_failed=self.tasks_failed,
             task_names=sorted(self.task_names),
         )
+
+
+def error_info(exc: FastworkerError) -> m.ErrorInfo:
+    """An error as it crosses the wire."""
+    return m.ErrorInfo(code=exc.remote_code, message=exc.message)
+
+
+def failed_outcome(task: TaskState, error: FastworkerError, wall: float) -> m.TaskOutcome:
+    """The outcome of a task the control plane itself fails (its workers kept dying)."""
+    return m.TaskOutcome(
+        task_id=task.task_id,
+        status=TaskStatus.FAILED,
+        error=error_info(error),
+        worker_id=task.worker_id,
+        finished_at=wall,
+    )
