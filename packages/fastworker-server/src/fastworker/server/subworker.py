@@ -23,6 +23,8 @@ from fastworker.protocol import (
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     ConfigurationError,
+    ProtocolError,
+    ProtocolVersionError,
     in_chunks,
 )
 from fastworker.protocol import messages as m
@@ -93,12 +95,20 @@ class Subworker:
             self.settings.control_plane_address,
             loop=loop,
             on_message=self._on_message,
+            on_bad_frame=self._on_bad_frame,
             on_connect=self._hello,
             on_disconnect=self._welcomed.clear,
             name=f"fastworker-{self.settings.worker_id}",
         )
         self._dialer.open()
         self._heartbeats = loop.create_task(self._heartbeat())
+
+    def _on_bad_frame(self, exc: ProtocolError) -> None:
+        # A control plane of another major version can never accept this subworker:
+        # give up as on a refused hello, instead of dialing it for ever.
+        if isinstance(exc, ProtocolVersionError) and self.refused is not None:
+            if not self.refused.done():
+                self.refused.set_result(m.ErrorInfo(code=exc.remote_code, message=exc.message))
 
     async def wait_registered(self, timeout: float) -> None:
         """Wait until the control plane has accepted this subworker."""
