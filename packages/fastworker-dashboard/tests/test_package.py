@@ -19,7 +19,8 @@ PACKAGE_DIR = Path(__file__).parent.parent
 
 
 def test_version_is_exposed() -> None:
-    assert fastworker.dashboard.__version__.count(".") == 2
+    # A release (0.2.0) or the development version after one (0.2.1.dev0).
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", fastworker.dashboard.__version__)
 
 
 def test_every_exported_name_exists() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -28,4 +29,5 @@ def test_importing_the_protocol_pulls_in_nothing_heavy() -> None:
 
 
 def test_version_is_exposed() -> None:
-    assert fastworker.protocol.__version__.count(".") == 2
+    # A release (0.2.0) or the development version after one (0.2.1.dev0).
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", fastworker.protocol.__version__)

@@ -28,7 +28,7 @@ from fastworker.protocol import (
     WorkerLostError,
 )
 
-from ._version import __version__
+from ._version import FEATURES, __version__
 from .client import Client, CompletionCallback, TaskCall
 from .results import TaskResult
 from .sync import DEFAULT_RESULT_WAIT, SyncClient, SyncCompletionCallback
@@ -45,6 +45,7 @@ from .tasks import (
 
 __all__ = [
     "DEFAULT_RESULT_WAIT",
+    "FEATURES",
     "AuthenticationError",
     "Client",
     "CompletionCallback",

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from ._htmx import HTMX_VERSION
 from ._source import DashboardSource
-from ._version import __version__
+from ._version import FEATURES, __version__
 from .app import create_app, create_router
 from .server import serve
 
 __all__ = [
+    "FEATURES",
     "HTMX_VERSION",
     "DashboardSource",
     "__version__",

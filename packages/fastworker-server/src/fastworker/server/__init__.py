@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from ._version import __version__
+from ._version import FEATURES, __version__
 
-__all__ = ["__version__"]
+__all__ = ["FEATURES", "__version__"]

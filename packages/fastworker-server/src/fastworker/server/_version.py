@@ -1,1 +1,13 @@
-__version__ = "0.1.0"
+"""This release's version, and the features it declares to other releases: the
+cross-version tests skip what a side lacks by these names (docs/compatibility.md)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.1.dev0"
+FEATURES: frozenset[str] = frozenset(
+    {
+        "drain",
+        "journal",
+        "leases",
+    }
+)
