@@ -6,14 +6,20 @@ interpreters installed through pyenv are found even when pyenv does not expose t
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import releases  # noqa: E402 - tools/releases.py, found through the path above
+
 PACKAGES_DIR = ROOT / "packages"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
@@ -181,3 +187,141 @@ def demo(session: nox.Session) -> None:
     (``nox -s demo -- --duration 30``)."""
     _install_ours(session, *(_package_path(name) for name in SIBLINGS))
     session.run("python", str(ROOT / "examples" / "demo" / "run_demo.py"), *session.posargs)
+
+
+# --- releases and the cross-version tests -------------------------------------------------
+
+# The environments the cross-version tests run older releases from: for each package,
+# "old" (its previous release, built from the commit releases.toml records) or "new"
+# (this tree). "old" is a host that pinned everything; "old-client" is a web app that
+# pinned fastworker-client and took the newest protocol package the pin allows.
+COMPAT_ENVIRONMENTS: dict[str, dict[str, str]] = {
+    "old": {name: "old" for name in SIBLINGS},
+    "old-client": {"protocol": "new", "client": "old"},
+}
+# Each combination `nox -s compat` runs: role -> environment; a role not named runs from
+# this tree. The roles are those of tests/compat/compat_roles.py.
+COMPAT_COMBINATIONS: dict[str, dict[str, str]] = {
+    "old client and protocol, new server": {"client": "old"},
+    "old client, new protocol and server": {"client": "old-client"},
+    "new client, old server": {"control_plane": "old", "subworker": "old"},
+    "old subworker, new control plane": {"subworker": "old"},
+    "old control plane, new subworker": {"control_plane": "old"},
+    "old dashboard, new control plane": {"dashboard": "old"},
+}
+COMPAT_DIR = ROOT / ".nox" / "_compat"
+"""Wheels of recorded releases (kept between runs: a release never changes) and the
+environments built from them."""
+
+
+def _previous_release_wheel(session: nox.Session, name: str) -> Path:
+    """The wheel of the package's latest recorded release, built once from its commit."""
+    release = releases.latest(name)
+    if release is None:
+        session.error(f"releases.toml records no release of fastworker-{name}")
+    out = COMPAT_DIR / "wheels" / f"{name}-{release.version}-{release.commit[:12]}"
+    built = sorted(out.glob("*.whl"))
+    if not built:
+        source = releases.export(release, COMPAT_DIR / "sources" / out.name)
+        session.run("uv", "build", "--quiet", "--wheel", "--out-dir", str(out), str(source))
+        built = sorted(out.glob("*.whl"))
+    return built[0]
+
+
+def _compat_environment(session: nox.Session, env_name: str, packages: dict[str, str]) -> str:
+    """Build one environment of COMPAT_ENVIRONMENTS; return its interpreter."""
+    location = COMPAT_DIR / "envs" / env_name
+    python = location / "bin" / "python"
+    _new_venv(session, location)
+    sources = [
+        str(_previous_release_wheel(session, name)) if which == "old" else _package_path(name)
+        for name, which in packages.items()
+    ]
+    refresh = [arg for name in SIBLINGS for arg in ("--refresh-package", f"fastworker-{name}")]
+    session.run("uv", "pip", "install", "--quiet", "--python", str(python), *refresh, *sources)
+    return str(python)
+
+
+def _new_venv(session: nox.Session, location: Path) -> None:
+    """An empty environment at ``location`` on the session's Python."""
+    python = str(Path(session.virtualenv.location) / "bin" / "python")
+    session.run("uv", "venv", "--quiet", "--clear", "--python", python, str(location))
+
+
+@nox.session(python=PYTHONS[-1:] or None)
+def compat(session: nox.Session) -> None:
+    """Today's packages against the previous release of each (releases.toml): the
+    combinations of COMPAT_COMBINATIONS, each running tests/compat with some roles from
+    an older release. Arguments after ``--`` go to pytest."""
+    _install_ours(session, *(_package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS)
+    session.install("uv")
+    pythons = {
+        env_name: _compat_environment(session, env_name, packages)
+        for env_name, packages in COMPAT_ENVIRONMENTS.items()
+    }
+    for combination, roles in COMPAT_COMBINATIONS.items():
+        session.log(f"combination: {combination}")
+        env = {f"FASTWORKER_COMPAT_{role.upper()}_PYTHON": pythons[e] for role, e in roles.items()}
+        session.run("pytest", "tests/compat/test_mixed_versions.py", *session.posargs, env=env)
+    session.log("combination: today's packages against a build of another protocol major")
+    other = _other_major_environment(session)
+    session.run(
+        "pytest",
+        "tests/compat/test_protocol_major.py",
+        *session.posargs,
+        env={"FASTWORKER_COMPAT_OTHER_MAJOR_PYTHON": other},
+    )
+
+
+def _other_major_environment(session: nox.Session) -> str:
+    """Today's packages over a copy of the protocol package whose major version is one
+    higher: a peer every release of this major must refuse with ProtocolVersionError."""
+    source = COMPAT_DIR / "sources" / "protocol-other-major"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(
+        _package_path("protocol"), source, ignore=shutil.ignore_patterns("build", "__pycache__")
+    )
+    codec = source / "src" / "fastworker" / "protocol" / "codec.py"
+    major, minor = releases.wire_version(ROOT).split(".")
+    line = f"PROTOCOL_VERSION: Final = ({major}, {minor})"
+    text = codec.read_text("utf-8")
+    if line not in text:
+        session.error(f"{codec}: no line {line!r} to change")
+    codec.write_text(text.replace(line, f"PROTOCOL_VERSION: Final = ({int(major) + 1}, 0)"))
+    location = COMPAT_DIR / "envs" / "other-major"
+    _new_venv(session, location)
+    python = str(location / "bin" / "python")
+    sources = (str(source), _package_path("client"), _package_path("server"))
+    session.run("uv", "pip", "install", "--quiet", "--python", python, "--reinstall", *sources)
+    return python
+
+
+@nox.session(python=PYTHONS[-1:] or None)
+def release(session: nox.Session) -> None:
+    """Release one package: ``nox -s release -- client 0.2.0``. Checks the tree is clean,
+    the version is new, the sibling floors are released (and, for the protocol, its
+    golden samples exist); runs the package's tests; then sets the version, closes the
+    CHANGELOG's "Unreleased", commits, tags ``fastworker-client-v0.2.0``, records the
+    release in releases.toml and moves the tree to the next development version."""
+    if len(session.posargs) != 2:
+        session.error("usage: nox -s release -- PACKAGE VERSION  (e.g. client 0.2.0)")
+    name, version = session.posargs
+    try:
+        releases.check(ROOT, name, version)
+    except releases.ReleaseError as exc:
+        session.error(str(exc))
+    _install_with_siblings(session, name, *TEST_TOOLS, *PACKAGE_TEST_TOOLS.get(name, ()))
+    session.run("pytest", f"packages/fastworker-{name}/tests")
+    made = releases.make_release(ROOT, name, version, date=datetime.date.today().isoformat())
+    dist = ROOT / "dist" / made.tag
+    shutil.rmtree(dist, ignore_errors=True)
+    session.install("build", "uv")
+    # Built from the tagged commit, not the tree, which has moved to the next version.
+    source = releases.export(made, dist / "src")
+    session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(dist), str(source))
+    shutil.rmtree(dist / "src")
+    session.log(f"released fastworker-{name} {version} from {made.commit[:12]}, tag {made.tag}")
+    session.log(
+        f"publish with: git push origin main {made.tag} && uv publish {dist}/*"
+        " (index credentials in UV_PUBLISH_TOKEN)"
+    )

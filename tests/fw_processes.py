@@ -53,19 +53,26 @@ class Processes:
         name: str,
         env: dict[str, str] | None = None,
         cwd: Path = TESTS_DIR,
+        python: str = sys.executable,
     ) -> subprocess.Popen[bytes]:
-        """Run the ``fastworker`` command; task modules import from ``cwd``. A control
+        """Run the ``fastworker`` command of ``python``'s environment (the cross-version
+        tests pass another release's); task modules import from ``cwd``. A control
         plane journals to a file of its own in the test's directory unless ``--journal``
         says otherwise: tests run in parallel from one working directory."""
         self._count += 1
         journal = str(self.tmp_path / f"journal-{self._count}.sqlite3")
-        argv = [sys.executable, "-m", "fastworker.server.cli", *args]
+        argv = [python, "-m", "fastworker.server.cli", *args]
         return self.spawn(
             argv, name=name, cwd=cwd, env={"FASTWORKER_JOURNAL": journal, **(env or {})}
         )
 
     def control_plane(
-        self, address: str, *extra: str, task_modules: str = "fw_tasks", cwd: Path = TESTS_DIR
+        self,
+        address: str,
+        *extra: str,
+        task_modules: str = "fw_tasks",
+        cwd: Path = TESTS_DIR,
+        python: str = sys.executable,
     ) -> subprocess.Popen[bytes]:
         return self.fastworker(
             "control-plane",
@@ -77,6 +84,7 @@ class Processes:
             *extra,
             name="control-plane",
             cwd=cwd,
+            python=python,
         )
 
     def subworker(
@@ -87,6 +95,7 @@ class Processes:
         env: dict[str, str] | None = None,
         task_modules: str = "fw_tasks",
         cwd: Path = TESTS_DIR,
+        python: str = sys.executable,
     ) -> subprocess.Popen[bytes]:
         return self.fastworker(
             "subworker",
@@ -100,6 +109,7 @@ class Processes:
             name=f"subworker-{worker_id}",
             env=env,
             cwd=cwd,
+            python=python,
         )
 
     def log(self, name: str) -> str:

@@ -88,13 +88,16 @@ def _browser() -> None:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def start_dashboard(processes: Processes, address: str, *extra: str) -> str:
-    """Run the dashboard in its own process on a free loopback port; return its URL."""
+def start_dashboard(
+    processes: Processes, address: str, *extra: str, python: str = sys.executable
+) -> str:
+    """Run the dashboard of ``python``'s environment in its own process on a free
+    loopback port; return its URL."""
     log_path = processes.tmp_path / "dashboard.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "fastworker.dashboard"),
+                *(python, "-m", "fastworker.dashboard"),
                 *("--control-plane", address, "--host", "127.0.0.1", "--port", "0"),
                 *extra,
             ],
