@@ -7,6 +7,7 @@ interpreters installed through pyenv are found even when pyenv does not expose t
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,9 @@ import sys
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -215,11 +219,17 @@ environments built from them."""
 
 
 def _previous_release_wheel(session: nox.Session, name: str) -> Path:
-    """The wheel of the package's latest recorded release, built once from its commit."""
+    """The wheel of the package's latest recorded release."""
     release = releases.latest(name)
     if release is None:
         session.error(f"releases.toml records no release of fastworker-{name}")
-    out = COMPAT_DIR / "wheels" / f"{name}-{release.version}-{release.commit[:12]}"
+    return _release_wheel(session, release)
+
+
+def _release_wheel(session: nox.Session, release: releases.Release) -> Path:
+    """The wheel of a recorded release, built once from its commit (needs uv in the
+    session)."""
+    out = COMPAT_DIR / "wheels" / f"{release.package}-{release.version}-{release.commit[:12]}"
     built = sorted(out.glob("*.whl"))
     if not built:
         source = releases.export(release, COMPAT_DIR / "sources" / out.name)
@@ -325,3 +335,140 @@ def release(session: nox.Session) -> None:
         f"publish with: git push origin main {made.tag} && uv publish {dist}/*"
         " (index credentials in UV_PUBLISH_TOKEN)"
     )
+
+
+# --- lowest: each package's own tests with its declared dependencies at their floors ---
+
+# Prints the interpreter's version and the installed version (or null) of each name given;
+# it runs inside the session's environment, so it uses the standard library alone.
+_VERSIONS_SCRIPT = """
+import importlib.metadata, json, platform, sys
+versions = {}
+for name in sys.argv[1:]:
+    try:
+        versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        versions[name] = None
+print(json.dumps({"python": platform.python_version(), "versions": versions}))
+"""
+
+# The floor fastapi brings an old starlette whose TestClient predates today's httpx and anyio.
+# Each allowance is used only below the starlette release that made it unnecessary, and all of
+# them concern the test client, not the dashboard's code.
+# Below 0.37.2 the TestClient passes app= to httpx.Client: deprecated in httpx 0.27, gone in 0.28.
+_OLD_TEST_CLIENT_OVERRIDES = (("0.37.2", "httpx<0.27"),)
+_OLD_TEST_CLIENT_WARNINGS = (
+    # Below 1.7.0 it names anyio.abc.BlockingPortal, an alias anyio 4.15 deprecates.
+    ("1.7.0", "ignore:The anyio.abc.BlockingPortal alias is deprecated:DeprecationWarning"),
+    # Below 0.38.6 it never closes its lifespan streams, which anyio reports when collected.
+    ("0.38.6", "ignore:Unclosed <MemoryObject:ResourceWarning"),
+)
+
+
+def _lowest_sources(session: nox.Session, name: str) -> list[str]:
+    """What to install of ours for the lowest session: the package from its directory and
+    each sibling it requires at the lowest recorded release its range admits (a wheel
+    built from releases.toml), so the sibling floors are tested too. A floor that names
+    a development version (the sibling's next release) takes the sibling's directory."""
+    recorded = releases.load()
+    sources = [_package_path(name)]
+    for requirement in releases.sibling_requirements(ROOT, name):
+        sibling = requirement.name.removeprefix("fastworker-")
+        admitted = [r for r in recorded[sibling] if requirement.specifier.contains(r.version)]
+        if admitted:
+            lowest_release = min(admitted, key=lambda r: Version(r.version))
+            sources.append(str(_release_wheel(session, lowest_release)))
+            session.log(f"sibling: {requirement} -> {sibling} {lowest_release.version}")
+        else:
+            sources.append(_package_path(sibling))
+            session.log(f"sibling: {requirement} -> {sibling} from this tree")
+    return sources
+
+
+def _declared_requirements(name: str) -> list[Requirement]:
+    """The package's own third-party dependencies from its pyproject.toml (its tests use no
+    extra). Passed to uv as direct requirements so lowest-direct lowers each of them."""
+    project = nox.project.load_toml(Path(_package_path(name)) / "pyproject.toml")["project"]
+    ours = {f"fastworker-{sibling}" for sibling in SIBLINGS}
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    return [r for r in requirements if canonicalize_name(r.name) not in ours]
+
+
+def _installed_versions(
+    session: nox.Session, names: list[str]
+) -> tuple[str, dict[str, str | None]]:
+    """The environment's Python version and the installed version of each name. Run
+    directly rather than by ``session.run``, which --install-only and --no-install skip."""
+    python = str(Path(session.bin) / "python")
+    command = [python, "-c", _VERSIONS_SCRIPT, *names]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    report = json.loads(output)
+    return report["python"], report["versions"]
+
+
+def _floor(requirement: Requirement) -> Version | None:
+    """The lowest version a requirement allows, if it names one."""
+    for spec in requirement.specifier:
+        if spec.operator in (">=", "~=", "==") and not spec.version.endswith("*"):
+            return Version(spec.version)
+    return None
+
+
+def _check_floors(session: nox.Session, requirements: list[Requirement], after: str) -> list[str]:
+    """Fail unless each declared dependency that applies on this Python is installed at the
+    lowest version its requirement allows; return a line per dependency for the log."""
+    python, versions = _installed_versions(session, [r.name for r in requirements])
+    resolved: list[str] = []
+    environment = {"python_full_version": python, "python_version": ".".join(python.split(".")[:2])}
+    for requirement in requirements:
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        floor = _floor(requirement)
+        installed = versions[requirement.name]
+        if floor is None:
+            session.error(f"{requirement} declares no floor")
+        if installed is None or Version(installed) != floor:
+            session.error(
+                f"{requirement.name} is {installed} after {after}, not its floor {floor}"
+                f" ({requirement}): raise the floor, or find what moved it"
+            )
+        resolved.append(f"{requirement} -> {requirement.name}=={installed}")
+    return resolved
+
+
+def _old_test_client_allowances(session: nox.Session) -> tuple[list[str], list[str]]:
+    """uv override requirements and pytest warning filters for an old starlette TestClient."""
+    _, versions = _installed_versions(session, ["starlette"])
+    starlette = versions.get("starlette")
+    if starlette is None:
+        return [], []
+    overrides = [
+        r for fixed, r in _OLD_TEST_CLIENT_OVERRIDES if Version(starlette) < Version(fixed)
+    ]
+    filters = [f for fixed, f in _OLD_TEST_CLIENT_WARNINGS if Version(starlette) < Version(fixed)]
+    if overrides or filters:
+        session.log(f"starlette {starlette}: test client allowances {overrides + filters}")
+    return overrides, filters
+
+
+@nox.session(python=PYTHONS[:1] or None, venv_backend="uv")
+@nox.parametrize("package", list(SIBLINGS))
+def lowest(session: nox.Session, package: str) -> None:
+    """Each package's own tests with its declared third-party dependencies at the lowest
+    versions its pyproject.toml allows, on the oldest supported Python; proves the floors."""
+    declared = _declared_requirements(package)
+    session.install("uv")  # builds the sibling releases' wheels
+    ours = _lowest_sources(session, package)
+    _install_ours(session, "--resolution", "lowest-direct", *map(str, declared), *ours)
+    _check_floors(session, declared, "installing the lowest versions")
+    # Test tools are not under test: newest versions, checked not to have moved a floor.
+    overrides, filters = _old_test_client_allowances(session)
+    override_args: list[str] = []
+    if overrides:
+        override_file = Path(session.create_tmp()) / "test-client-overrides.txt"
+        override_file.write_text("\n".join(overrides) + "\n")
+        override_args = ["--overrides", str(override_file)]
+    session.install(*override_args, *TEST_TOOLS, *PACKAGE_TEST_TOOLS.get(package, ()))
+    for line in _check_floors(session, declared, "installing the test tools"):
+        session.log(f"floor: {line}")
+    _pytest(session, *(f"-W{f}" for f in filters), f"packages/fastworker-{package}/tests")

@@ -317,8 +317,12 @@ class _Dashboard:
             query = urlencode(
                 [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             )
+            # ASGI's raw_path has no query, but starlette's TestClient sent one before 0.41.3.
             raw_path = request.scope.get("raw_path")
-            path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
+            if isinstance(raw_path, bytes):
+                path = raw_path.partition(b"?")[0].decode("latin-1")
+            else:
+                path = request.url.path
             response = RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
             assert self.access.cookie_value is not None
             response.set_cookie(
