@@ -232,7 +232,10 @@ def _release_wheel(session: nox.Session, release: releases.Release) -> Path:
     out = COMPAT_DIR / "wheels" / f"{release.package}-{release.version}-{release.commit[:12]}"
     built = sorted(out.glob("*.whl"))
     if not built:
-        source = releases.export(release, COMPAT_DIR / "sources" / out.name)
+        try:
+            source = releases.export(release, COMPAT_DIR / "sources" / out.name)
+        except releases.ReleaseError as exc:
+            session.error(str(exc))
         session.run("uv", "build", "--quiet", "--wheel", "--out-dir", str(out), str(source))
         built = sorted(out.glob("*.whl"))
     return built[0]

@@ -119,3 +119,9 @@ def test_a_release_with_nothing_unreleased_is_refused(repo: Path) -> None:
     with pytest.raises(releases.ReleaseError, match="lists no change"):
         releases.make_release(repo, "client", "0.1.2", date=TODAY, record=record)
     assert _git(repo, "status", "--porcelain") == ""  # refused before it changed anything
+
+
+def test_a_release_whose_commit_this_clone_lacks_says_so(repo: Path) -> None:
+    missing = releases.Release("client", "0.0.9", "0" * 40, TODAY)
+    with pytest.raises(releases.ReleaseError, match="which this clone lacks"):
+        releases.export(missing, repo.parent / "export", root=repo)

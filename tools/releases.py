@@ -259,6 +259,13 @@ def export(release: Release, dest: Path, root: Path = ROOT) -> Path:
     """Write the package's sources at the release's commit under ``dest`` (``git archive``:
     no worktree, no network) and return the package's directory there."""
     subdir = f"packages/fastworker-{release.package}"
+    try:
+        _git(root, "cat-file", "-e", f"{release.commit}^{{commit}}")
+    except ReleaseError:
+        raise ReleaseError(
+            f"fastworker-{release.package} {release.version} was made from {release.commit}, "
+            "which this clone lacks (a shallow clone?): git fetch --unshallow"
+        ) from None
     archive = subprocess.run(
         ["git", "-C", str(root), "archive", "--format=tar", release.commit, subdir],
         capture_output=True,
