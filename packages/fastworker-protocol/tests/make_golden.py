@@ -14,15 +14,16 @@ from pathlib import Path
 from fastworker.protocol import PROTOCOL_VERSION, encode_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol_samples import SAMPLES
+from protocol_samples import SAMPLES_BY_VERSION
 
-GOLDEN_DIR = Path(__file__).parent / "golden" / "{}.{}".format(*PROTOCOL_VERSION)
+CURRENT = "{}.{}".format(*PROTOCOL_VERSION)
+GOLDEN_DIR = Path(__file__).parent / "golden" / CURRENT
 
 
 def main() -> None:
     """Write every missing golden file."""
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    for kind, message in SAMPLES.items():
+    for kind, message in SAMPLES_BY_VERSION[CURRENT].items():
         path = GOLDEN_DIR / f"{kind}.msgpack"
         if path.exists():
             continue

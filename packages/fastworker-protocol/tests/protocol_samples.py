@@ -12,7 +12,14 @@ from __future__ import annotations
 import msgspec
 from msgspec import Raw
 
-from fastworker.protocol import FEATURE_LEASES, TaskPriority, TaskStatus, WorkerState
+from fastworker.protocol import (
+    FEATURE_DELAY,
+    FEATURE_LEASES,
+    FEATURE_RETRIES,
+    TaskPriority,
+    TaskStatus,
+    WorkerState,
+)
 from fastworker.protocol import messages as m
 
 ARGS = Raw(b"\x92\x01\x02")  # [1, 2]
@@ -152,12 +159,59 @@ SAMPLES: dict[str, m.Message] = {
 
 _OVERVIEW_1_0 = SAMPLES["overview_reply"]
 assert isinstance(_OVERVIEW_1_0, m.Overview)
+REQUEST_1_1 = msgspec.structs.replace(
+    REQUEST,
+    retry=m.RetryPolicy(
+        retries=3,
+        retry_on=["builtins.ConnectionError", "builtins.TimeoutError"],
+        backoff=2.0,
+        backoff_max=60.0,
+        jitter=True,
+    ),
+    countdown=5.0,
+)
+DELAYED_1_1 = m.TaskRequest(name="report", eta=1_790_000_600.0)
+OUTCOME_RETRY_1_1 = msgspec.structs.replace(OUTCOME_FAILED, retry=True, retry_delay=5.0)
+TASK_INFO_1_1 = msgspec.structs.replace(
+    TASK_INFO,
+    status=TaskStatus.SCHEDULED,
+    attempts=2,
+    error=ERROR,
+    value=m.NIL,
+    not_before=1_790_000_010.0,
+)
 
 SAMPLES_1_1: dict[str, m.Message] = {
     **SAMPLES,
+    "submit": m.SubmitTask(request_id=2, task=REQUEST_1_1),
+    "submit_batch": m.SubmitBatch(request_id=3, tasks=[REQUEST_1_1, DELAYED_1_1]),
+    "welcome": m.Welcome(
+        request_id=1,
+        control_plane_id="cp-1",
+        library_version="0.2.0",
+        task_names=["add"],
+        features=[FEATURE_DELAY, FEATURE_RETRIES],
+    ),
+    "results": m.Results(outcomes=[OUTCOME_OK, OUTCOME_RETRY_1_1]),
+    "status_reply": m.StatusReply(request_id=6, tasks=[TASK_INFO_1_1], unknown=["zz"]),
+    "history_reply": m.HistoryReply(request_id=8, total=1, tasks=[TASK_INFO_1_1]),
+    "dispatch": m.Dispatch(
+        tasks=[
+            m.TaskAssignment(
+                task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+                name="add",
+                args=ARGS,
+                kwargs=KWARGS,
+                timeout=30.0,
+                attempt=2,
+                retry_on=["builtins.ConnectionError"],
+            )
+        ]
+    ),
+    "done": m.TasksDone(outcomes=[OUTCOME_RETRY_1_1]),
     "overview_reply": msgspec.structs.replace(
         _OVERVIEW_1_0,
-        counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5),
+        counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5, scheduled=7, retried=11),
         journal="/var/lib/fastworker/fastworker-journal.sqlite3",
         journal_sync="normal",
         journal_bytes=4_194_304,

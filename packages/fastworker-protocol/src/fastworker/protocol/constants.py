@@ -21,7 +21,9 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
+    "FEATURE_DELAY",
     "FEATURE_LEASES",
+    "FEATURE_RETRIES",
     "MAX_FRAME_BYTES",
     "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
@@ -84,3 +86,11 @@ FEATURE_LEASES: Final = "leases"
 """A subworker that lists its running tasks in each heartbeat (so every lease has its own
 deadline) and announces a drain before it stops; a control plane that fences outcomes to
 the lease holder and takes no work to a draining subworker. Protocol 1.1."""
+
+FEATURE_DELAY: Final = "delay"
+"""A control plane that holds a task until its ``countdown`` or ``eta`` (and reports it
+``scheduled``). Protocol 1.1."""
+
+FEATURE_RETRIES: Final = "retries"
+"""A control plane that retries a task by its :class:`~fastworker.protocol.messages.RetryPolicy`,
+and a subworker that reports which failures to retry. Protocol 1.1."""

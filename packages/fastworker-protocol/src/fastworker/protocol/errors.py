@@ -25,6 +25,7 @@ cross the wire are rebuilt as the same classes on the other side.
     │   ├── StorageError              not stored durably: journal full, read-only or corrupt
     │   ├── DuplicateWorkerError      a subworker id that is already connected
     │   ├── LeaseError                an outcome from a connection not holding the lease
+    │   ├── UnsupportedFeatureError   an option the control plane does not offer (older minor)
     │   └── AuthenticationError       a missing or wrong shared secret
     ├── ResultTimeoutError            the caller stopped waiting first (also TimeoutError)
     └── TaskError                     a task ended without a value
@@ -70,6 +71,7 @@ __all__ = [
     "TransportError",
     "UnexpectedReplyError",
     "UnknownTaskError",
+    "UnsupportedFeatureError",
     "UnsupportedValueError",
     "WorkerLostError",
     "error_from_code",
@@ -216,6 +218,14 @@ class LeaseError(RejectedError):
     lease: a client, or a subworker the task was never leased to. Nothing changed."""
 
     code = "lease"
+
+
+class UnsupportedFeatureError(RejectedError):
+    """A submission option the control plane does not offer: it speaks an older protocol
+    minor, or runs without the feature. Refused by the client before anything is sent
+    (and by the control plane, from a client that sends it anyway)."""
+
+    code = "unsupported_feature"
 
 
 class AuthenticationError(RejectedError):

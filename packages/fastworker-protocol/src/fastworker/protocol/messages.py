@@ -50,6 +50,7 @@ __all__ = [
     "OverviewQuery",
     "QueueDepth",
     "Results",
+    "RetryPolicy",
     "StatusQuery",
     "StatusReply",
     "SubmitBatch",
@@ -92,10 +93,14 @@ default to this instead; whether a payload is meaningful follows from the status
 
 
 class TaskStatus(str, enum.Enum):
-    """Where a task is in its life. A task moves forward only: queued, running (which it
-    may leave back to queued if its worker is lost), then one of the three final states."""
+    """Where a task is in its life: scheduled (if it waits for a time) or queued, running
+    (which it leaves back to queued if its worker is lost, or to scheduled for a retry),
+    then one of the three final states."""
 
     QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    """Waiting in the control plane for its time: a countdown or ETA, or the backoff
+    before a retry. Protocol 1.1: a 1.0 peer is told ``queued``."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -142,6 +147,23 @@ class ErrorInfo(_Body):
     traceback: Text = ""
 
 
+class RetryPolicy(_Body):
+    """How the control plane retries a task that raised. Protocol 1.1.
+
+    Attempt ``n`` (counting from 1) that fails is followed, while fewer than ``retries``
+    retries were made, by a wait of ``min(backoff_max, backoff * 2 ** (n - 1))`` seconds,
+    or a uniformly random part of it with ``jitter`` ("full jitter")."""
+
+    retries: Annotated[int, Meta(ge=1, le=10_000)]
+    retry_on: Annotated[NameList, Meta(min_length=1)]
+    """Qualified names of the exception classes that are retried (``module.QualName``;
+    ``builtins.Exception`` for any); the subworker matches the raised exception's classes,
+    base classes included."""
+    backoff: Annotated[float, Meta(ge=0, le=1e9)] = 2.0
+    backoff_max: Annotated[float, Meta(ge=0, le=1e9)] = 600.0
+    jitter: bool = True
+
+
 class TaskRequest(_Body):
     """One task as a client submits it."""
 
@@ -160,6 +182,13 @@ class TaskRequest(_Body):
     task's id instead of queueing a second task."""
     notify: bool = True
     """Push the outcome to the submitting connection when the task finishes."""
+    retry: RetryPolicy | None = None
+    """Protocol 1.1: retry the task when it raises; ``None``: it fails at once."""
+    countdown: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    """Protocol 1.1: seconds after its acceptance before the task may start."""
+    eta: Seconds | None = None
+    """Protocol 1.1: when the task may start, as Unix time. At most one of ``countdown``
+    and ``eta``; a time already past means at once."""
 
 
 class TaskOutcome(_Body):
@@ -174,6 +203,13 @@ class TaskOutcome(_Body):
     worker_id: Annotated[str, Meta(max_length=128)] = ""
     started_at: Seconds | None = None
     finished_at: Seconds | None = None
+    retry: bool = False
+    """Protocol 1.1: the subworker asks for another attempt: the task raised an exception
+    its retry policy names, or raised ``Retry``. The control plane decides whether one is
+    left."""
+    retry_delay: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    """Protocol 1.1: seconds to wait before that attempt, when the task said (``Retry``);
+    ``None`` uses the policy's backoff."""
 
 
 class TaskAssignment(_Body):
@@ -186,6 +222,9 @@ class TaskAssignment(_Body):
     timeout: Annotated[float, Meta(gt=0)] | None = None
     attempt: Annotated[int, Meta(ge=1)] = 1
     """1 on the first dispatch; higher after a lost worker's lease was taken back."""
+    retry_on: NameList = []
+    """Protocol 1.1: the exception classes (qualified names) after which the subworker
+    asks for a retry (:attr:`TaskOutcome.retry`); empty when no retry is left."""
 
 
 class TaskInfo(_Body):
@@ -205,6 +244,9 @@ class TaskInfo(_Body):
     """Arguments, return value: :data:`NIL` unless the query asked for payloads."""
     kwargs: Raw = NIL
     value: Raw = NIL
+    not_before: Seconds | None = None
+    """Protocol 1.1: when a scheduled task becomes due (its ETA, or its next attempt), as
+    Unix time."""
 
 
 class WorkerInfo(_Body):
@@ -254,6 +296,11 @@ class Counters(_Body):
     fenced: Count = 0
     """Outcomes and hand-backs refused because the sender did not hold the task's lease
     (protocol 1.1)."""
+    scheduled: Count = 0
+    """Tasks waiting for their time now: a countdown, an ETA or a retry's backoff
+    (protocol 1.1)."""
+    retried: Count = 0
+    """Attempts that failed and were scheduled again (protocol 1.1)."""
 
 
 # --- client -> control plane ------------------------------------------------------------
@@ -336,6 +383,10 @@ class Welcome(_Message, tag="welcome"):
     control_plane_id: PeerId
     library_version: Annotated[str, Meta(max_length=64)] = ""
     task_names: NameList = []
+    features: FeatureList = []
+    """Protocol 1.1: what this control plane does beyond 1.0 for clients
+    (:data:`~fastworker.protocol.FEATURE_DELAY`, :data:`~fastworker.protocol.FEATURE_RETRIES`);
+    a client refuses to send an option it lacks."""
 
 
 class Accepted(_Message, tag="accepted"):
