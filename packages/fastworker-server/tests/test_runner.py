@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from fastworker.client import Retry
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import TaskStatus, decode_value, encode_value
 from fastworker.protocol.messages import TaskAssignment, TaskOutcome
@@ -33,6 +34,21 @@ async def add_async(x: int, y: int) -> int:
 
 def boom() -> None:
     raise ValueError("no luck")
+
+
+class FlakyError(ConnectionError):
+    """A subclass: retry_on names a base class, and the subworker matches it."""
+
+
+def flaky() -> None:
+    raise FlakyError("connection reset")
+
+
+async def asks_again(countdown: float) -> None:
+    try:
+        raise KeyError("not yet")
+    except KeyError as exc:
+        raise Retry(countdown=countdown) from exc
 
 
 def wait_for_release() -> str:
@@ -72,19 +88,24 @@ def _registry() -> TaskRegistry:
     registry.register(Task(add))
     registry.register(Task(add_async))
     registry.register(Task(boom))
+    registry.register(Task(flaky))
+    registry.register(Task(asks_again))
     registry.register(Task(wait_for_release))
     registry.register(Task(sleep_long))
     registry.register(Task(count_concurrent))
     return registry
 
 
-def _assignment(name: str, *args: object, timeout: float | None = None) -> TaskAssignment:
+def _assignment(
+    name: str, *args: object, timeout: float | None = None, retry_on: list[str] | None = None
+) -> TaskAssignment:
     return TaskAssignment(
         task_id=f"{name}-{time.monotonic_ns()}",
         name=name,
         args=encode_value(list(args)),
         kwargs=encode_value({}),
         timeout=timeout,
+        retry_on=retry_on or [],
     )
 
 
@@ -224,3 +245,40 @@ async def _until(condition: Callable[[], bool]) -> None:
     # Polls: the counters are changed by threads, which have no event to await.
     while not condition():  # noqa: ASYNC110
         await asyncio.sleep(0.005)
+
+
+async def test_a_failure_asks_for_a_retry_only_when_its_class_is_named(
+    runner: TaskRunner,
+) -> None:
+    outcomes = _Outcomes()
+    cases = {
+        "matched": _assignment("flaky", retry_on=["builtins.ConnectionError"]),
+        "other class": _assignment("flaky", retry_on=["builtins.TimeoutError"]),
+        "none left": _assignment("flaky"),  # no retry left: nothing is named
+        "any exception": _assignment("boom", retry_on=["builtins.Exception"]),
+    }
+    for assignment in cases.values():
+        runner.start(assignment, outcomes)
+    by_id = {o.task_id: o for o in await outcomes.wait(len(cases))}  # in any order: threads
+    asked = {case: by_id[a.task_id].retry for case, a in cases.items()}
+    assert asked == {
+        "matched": True,
+        "other class": False,
+        "none left": False,
+        "any exception": True,
+    }
+    matched = by_id[cases["matched"].task_id]
+    assert all(o.status is TaskStatus.FAILED and o.retry_delay is None for o in outcomes.items)
+    assert matched.error is not None
+    assert matched.error.remote_type == f"{__name__}.FlakyError"
+
+
+async def test_retry_raised_by_a_task_asks_with_its_countdown_and_its_cause(
+    runner: TaskRunner,
+) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("asks_again", 7.5), outcomes)  # no policy needed to ask
+    (outcome,) = await outcomes.wait(1)
+    assert (outcome.status, outcome.retry, outcome.retry_delay) == (TaskStatus.FAILED, True, 7.5)
+    assert outcome.error is not None
+    assert outcome.error.remote_type == "builtins.KeyError"  # what it was raised from

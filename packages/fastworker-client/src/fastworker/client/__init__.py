@@ -24,12 +24,14 @@ from fastworker.protocol import (
     TaskStatus,
     TaskTimeoutError,
     UnknownTaskError,
+    UnsupportedFeatureError,
     UnsupportedValueError,
     WorkerLostError,
 )
 
 from ._version import FEATURES, __version__
 from .client import Client, CompletionCallback, TaskCall
+from .options import Retries, Retry
 from .results import TaskResult
 from .sync import DEFAULT_RESULT_WAIT, SyncClient, SyncCompletionCallback
 from .tasks import (
@@ -57,6 +59,8 @@ __all__ = [
     "QueueFullError",
     "RequestTimeoutError",
     "ResultTimeoutError",
+    "Retries",
+    "Retry",
     "SyncClient",
     "SyncCompletionCallback",
     "Task",
@@ -71,6 +75,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeoutError",
     "UnknownTaskError",
+    "UnsupportedFeatureError",
     "UnsupportedValueError",
     "WorkerLostError",
     "__version__",

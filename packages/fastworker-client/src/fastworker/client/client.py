@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import inspect
 import itertools
 import logging
@@ -23,6 +24,8 @@ from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
     ENV_PREFIX,
+    FEATURE_DELAY,
+    FEATURE_RETRIES,
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     MAX_PAYLOAD_BYTES,
@@ -35,6 +38,7 @@ from fastworker.protocol import (
     TaskNotFoundError,
     TaskPriority,
     UnexpectedReplyError,
+    UnsupportedFeatureError,
     encode_value,
     error_from_code,
     in_chunks,
@@ -43,6 +47,7 @@ from fastworker.protocol import messages as m
 
 from ._transport import Dialer, closed_error
 from ._version import __version__
+from .options import Retries, check_retry, check_start
 from .results import TaskResult
 from .tasks import Submitter, get_default_client, set_default_client
 
@@ -69,6 +74,12 @@ class TaskCall:
     timeout: float | None = None
     idempotency_key: str | None = None
     """Submitting a key the control plane has seen returns the first task's id instead."""
+    countdown: float | None = None
+    """Seconds after its acceptance before the task may start."""
+    eta: datetime.datetime | None = None
+    """When the task may start; a datetime with a timezone."""
+    retry: Retries | None = None
+    """How the task is retried when it raises; ``None``: it fails at once."""
 
 
 class Client:
@@ -112,6 +123,9 @@ class Client:
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._deadlines: _Deadlines | None = None
         self.task_names: list[str] = []
+        self.features: frozenset[str] = frozenset()
+        """What the control plane announced it does beyond protocol 1.0
+        (``fastworker.protocol.FEATURE_DELAY``, ``FEATURE_RETRIES``)."""
         """Tasks the control plane could run when the client connected."""
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -150,6 +164,7 @@ class Client:
             await self.stop()
             raise
         self.task_names = list(welcome.task_names)
+        self.features = frozenset(welcome.features)
         if get_default_client() is None:
             # Client takes more keyword options than the Submitter protocol names; task
             # handles never pass those, so the narrower view is safe.
@@ -191,20 +206,41 @@ class Client:
         task_id: str | None = None,
         idempotency_key: str | None = None,
         on_complete: CompletionCallback | None = None,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
+        retry: Retries | None = None,
         **kwargs: Any,
     ) -> str:
         """Submit one task and return its id as soon as the control plane has queued it.
 
         ``priority`` is a TaskPriority or its name (default NORMAL); ``timeout`` bounds
-        the task's run time on the worker. ``on_complete`` is called here, in this
+        the task's run time on the worker. ``countdown`` (seconds) or ``eta`` (a datetime
+        with a timezone) holds the task in the control plane until then; ``retry`` says
+        how it is retried when it raises. ``on_complete`` is called here, in this
         client, when the task finishes. Task keyword arguments named like these options
         must go through :meth:`delay_many`.
 
         Raises:
+            ConfigurationError: an option out of range, or a naive ``eta``.
+            UnsupportedFeatureError: a ``countdown``, ``eta`` or ``retry`` the control plane
+                does not offer (it is older); nothing was sent.
             UnsupportedValueError: an argument the wire cannot carry.
             UnknownTaskError, InvalidArgumentsError, QueueFullError: refused by the control plane.
         """
-        request = _task_request(name, args, kwargs, priority, timeout, task_id, idempotency_key)
+        request = self._offered(
+            _task_request(
+                name,
+                args,
+                kwargs,
+                priority,
+                timeout,
+                task_id,
+                idempotency_key,
+                countdown,
+                eta,
+                retry,
+            )
+        )
         if on_complete is not None:
             self._callbacks.setdefault(request.task_id, []).append(on_complete)
         self._expected.add(request.task_id)
@@ -232,7 +268,20 @@ class Client:
             FrameTooLargeError: the batch's arguments do not fit in one frame.
         """
         requests = [
-            _task_request(c.name, c.args, c.kwargs, c.priority, c.timeout, None, c.idempotency_key)
+            self._offered(
+                _task_request(
+                    c.name,
+                    c.args,
+                    c.kwargs,
+                    c.priority,
+                    c.timeout,
+                    None,
+                    c.idempotency_key,
+                    c.countdown,
+                    c.eta,
+                    c.retry,
+                )
+            )
             for c in calls
         ]
         if not requests:
@@ -264,6 +313,26 @@ class Client:
         # watches that one when asked.
         self._expected.difference_update(set(ids) - set(accepted_ids))
         return accepted_ids
+
+    def _offered(self, request: m.TaskRequest) -> m.TaskRequest:
+        """The request, if the control plane offers what it asks for. An older one would
+        run a delayed task at once and a retried one only once: refuse before sending."""
+        needs = [
+            (
+                FEATURE_DELAY,
+                "a countdown or eta",
+                request.countdown is not None or request.eta is not None,
+            ),
+            (FEATURE_RETRIES, "retries", request.retry is not None),
+        ]
+        for feature, what, asked in needs:
+            if asked and feature not in self.features:
+                raise UnsupportedFeatureError(
+                    f"task {request.name!r} asks for {what}, which the control plane at "
+                    f"{self.address} does not offer ({feature!r} is not among its features: "
+                    "it runs an older release); upgrade it, or submit without"
+                )
+        return request
 
     async def run(
         self,
@@ -612,6 +681,9 @@ def _task_request(
     timeout: float | None,
     task_id: str | None,
     idempotency_key: str | None,
+    countdown: float | None = None,
+    eta: datetime.datetime | None = None,
+    retry: Retries | None = None,
 ) -> m.TaskRequest:
     # Checked here because the control plane refuses a whole frame that breaks the
     # schema's bounds, and would not know which request of the frame to answer.
@@ -623,6 +695,8 @@ def _task_request(
         raise ConfigurationError(f"task id must be 1 to {_MAX_ID} characters")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_NAME:
         raise ConfigurationError(f"idempotency key must be 1 to {_MAX_NAME} characters")
+    policy = check_retry(retry)
+    start = check_start(countdown, eta)
     encoded_args = encode_value(list(args))
     encoded_kwargs = encode_value(dict(kwargs))
     size = len(encoded_args) + len(encoded_kwargs)
@@ -639,4 +713,7 @@ def _task_request(
         task_id=task_id or _new_task_id(),
         timeout=timeout,
         idempotency_key=idempotency_key,
+        retry=None if policy is None else policy.policy(),
+        countdown=start[0],
+        eta=start[1],
     )

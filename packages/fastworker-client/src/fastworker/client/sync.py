@@ -25,6 +25,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 import threading
@@ -46,6 +47,7 @@ from fastworker.protocol import (
 from fastworker.protocol import messages as m
 
 from .client import Client, TaskCall
+from .options import Retries
 from .results import TaskResult
 from .tasks import Submitter, get_default_client, set_default_client
 
@@ -288,6 +290,9 @@ class SyncClient:
         task_id: str | None = None,
         idempotency_key: str | None = None,
         on_complete: SyncCompletionCallback | None = None,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
+        retry: Retries | None = None,
         **kwargs: Any,
     ) -> str:
         """Submit one task and return its id as soon as the control plane has queued it.
@@ -310,6 +315,9 @@ class SyncClient:
                 task_id=task_id,
                 idempotency_key=idempotency_key,
                 on_complete=on_complete,
+                countdown=countdown,
+                eta=eta,
+                retry=retry,
                 **kwargs,
             ),
             requests=2,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import functools
 import importlib
 import inspect
@@ -57,6 +58,8 @@ from fastworker.protocol import (
     UnknownTaskError,
 )
 
+from .options import Retries, check_retry, check_start
+
 __all__ = [
     "MAX_TASK_NAME_LENGTH",
     "Submitter",
@@ -82,7 +85,16 @@ MAX_TASK_NAME_LENGTH = 256
 # Keyword names that Task.delay and Task.run cannot pass on as task arguments: the
 # Submitter's submission options, and the further ones fastworker.client.Client.delay takes,
 # which would otherwise silently turn a task argument into a submission option.
-_OPTION_NAMES = ("priority", "timeout", "task_id", "idempotency_key", "on_complete")
+_OPTION_NAMES = (
+    "priority",
+    "timeout",
+    "task_id",
+    "idempotency_key",
+    "on_complete",
+    "countdown",
+    "eta",
+    "retry",
+)
 # How many names an UnknownTaskError lists before it summarises the rest.
 _MAX_LISTED_NAMES = 50
 
@@ -162,6 +174,7 @@ class Task(Generic[P, R_co]):
         name: what the task is registered and submitted under.
         priority: the priority submissions of this task get unless told otherwise.
         timeout: seconds the task may run, or ``None`` for no limit.
+        retry: how a submission is retried when it raises, or ``None`` for no retry.
         is_async: whether the function is ``async def``.
         signature: the function's signature, which arguments are checked against.
 
@@ -176,6 +189,7 @@ class Task(Generic[P, R_co]):
     name: str
     priority: TaskPriority
     timeout: float | None
+    retry: Retries | None
     is_async: bool
     signature: inspect.Signature
 
@@ -186,6 +200,7 @@ class Task(Generic[P, R_co]):
         name: str | None = None,
         priority: TaskPriority | str = TaskPriority.NORMAL,
         timeout: float | None = None,
+        retry: Retries | None = None,
     ) -> None:
         """Wrap ``fn`` without registering it; use :func:`task` to define tasks.
 
@@ -215,6 +230,9 @@ class Task(Generic[P, R_co]):
         self.name = checked_name
         self.priority = checked_priority
         self.timeout = checked_timeout
+        self.retry = check_retry(retry)
+        self._countdown: float | None = None
+        self._eta: datetime.datetime | None = None
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = signature
         self._plain = _PlainSignature.of(signature)
@@ -276,24 +294,41 @@ class Task(Generic[P, R_co]):
         return result
 
     def options(
-        self, *, priority: TaskPriority | str | None = None, timeout: float | None = None
+        self,
+        *,
+        priority: TaskPriority | str | None = None,
+        timeout: float | None = None,
+        retry: Retries | None = None,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
     ) -> Task[P, R_co]:
         """A copy of this task with other submission options, not registered::
 
             await add.options(priority="high").delay(1, 2)
+            await report.options(countdown=60).delay()
+            await fetch.options(retry=Retries(5, on=(ConnectionError,))).delay(url)
 
         ``None`` keeps this task's own value (as ``timeout=None`` on the wire means "the
-        task's own default"), so a copy cannot lift a task's time limit.
+        task's own default"), so a copy cannot lift a task's time limit;
+        ``retry=Retries(0)`` turns retries off. ``countdown`` (seconds) or ``eta`` (a
+        datetime with a timezone) holds each submission of the copy until then.
 
         Raises:
             InvalidPriorityError: ``priority`` is not one of the four priorities.
-            ConfigurationError: ``timeout`` is not a number of seconds above 0.
+            ConfigurationError: ``timeout`` is not a number of seconds above 0, ``retry``
+                is not a :class:`Retries`, or the start time is invalid (both given, a
+                negative countdown, a naive datetime).
         """
         new_priority = self.priority if priority is None else TaskPriority.parse(priority)
         new_timeout = self.timeout if timeout is None else _check_timeout(timeout)
+        new_retry = self.retry if retry is None else check_retry(retry)
+        check_start(countdown, eta)
         clone = copy.copy(self)
         clone.priority = new_priority
         clone.timeout = new_timeout
+        clone.retry = new_retry
+        if countdown is not None or eta is not None:
+            clone._countdown, clone._eta = countdown, eta
         return clone
 
     async def _submit(
@@ -307,8 +342,21 @@ class Task(Generic[P, R_co]):
                 "pass the argument positionally"
             )
         self.check_arguments(args, kwargs)
+        if self.retry is None and self._countdown is None and self._eta is None:
+            # The 1.0 call, so a Submitter that takes no retry or start options still
+            # serves every task that uses none.
+            return await client.delay(
+                self.name, *args, priority=self.priority, timeout=self.timeout, **kwargs
+            )
         return await client.delay(
-            self.name, *args, priority=self.priority, timeout=self.timeout, **kwargs
+            self.name,
+            *args,
+            priority=self.priority,
+            timeout=self.timeout,
+            retry=self.retry,
+            countdown=self._countdown,
+            eta=self._eta,
+            **kwargs,
         )
 
 
@@ -419,11 +467,13 @@ class _TaskDecorator:
         name: str | None,
         priority: TaskPriority,
         timeout: float | None,
+        retry: Retries | None,
         registry: TaskRegistry | None,
     ) -> None:
         self._name = name
         self._priority = priority
         self._timeout = timeout
+        self._retry = retry
         self._registry = registry
 
     @overload
@@ -431,7 +481,9 @@ class _TaskDecorator:
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     def __call__(self, fn: Callable[P, Any], /) -> Task[P, Any]:
-        return _make_task(fn, self._name, self._priority, self._timeout, self._registry)
+        return _make_task(
+            fn, self._name, self._priority, self._timeout, self._retry, self._registry
+        )
 
 
 @overload
@@ -444,6 +496,11 @@ def task(
     name: str | None = None,
     priority: TaskPriority | str = TaskPriority.NORMAL,
     timeout: float | None = None,
+    retries: int = 0,
+    retry_backoff: float = 2.0,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     registry: TaskRegistry | None = None,
 ) -> _TaskDecorator: ...
 def task(
@@ -453,10 +510,15 @@ def task(
     name: str | None = None,
     priority: TaskPriority | str = TaskPriority.NORMAL,
     timeout: float | None = None,
+    retries: int = 0,
+    retry_backoff: float = 2.0,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     registry: TaskRegistry | None = None,
 ) -> Task[..., Any] | _TaskDecorator:
     """Make a function a task and register it, bare (``@task``) or with options
-    (``@task(name=..., priority=..., timeout=...)``).
+    (``@task(name=..., priority=..., timeout=..., retries=...)``).
 
     Args:
         name: what the task is registered and submitted under; the function's
@@ -464,6 +526,12 @@ def task(
         priority: the default priority of its submissions: a :class:`TaskPriority` or its
             name (``"high"``).
         timeout: seconds the task may run, above 0; ``None`` for no limit.
+        retries: how many more attempts a submission gets when it raises one of
+            ``retry_on`` (or raises :class:`Retry`); 0, the default, for none.
+        retry_backoff, retry_backoff_max, retry_jitter: the wait before attempt ``n + 1``
+            is ``min(retry_backoff_max, retry_backoff * 2 ** (n - 1))`` seconds, or a
+            random part of it with ``retry_jitter`` (see :class:`Retries`).
+        retry_on: the exception classes that are retried, subclasses included.
         registry: where to register it; :data:`default_registry` by default.
 
     The options are checked when the decorator is made, the function when it is applied.
@@ -475,11 +543,14 @@ def task(
     """
     checked_priority = TaskPriority.parse(priority)
     checked_timeout = _check_timeout(timeout)
+    on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    retry = Retries(retries, retry_backoff, retry_backoff_max, retry_jitter, on)
+    checked_retry = retry if retries else None
     if name is not None:
         _check_name(name)
     if fn is None:
-        return _TaskDecorator(name, checked_priority, checked_timeout, registry)
-    return _make_task(fn, name, checked_priority, checked_timeout, registry)
+        return _TaskDecorator(name, checked_priority, checked_timeout, checked_retry, registry)
+    return _make_task(fn, name, checked_priority, checked_timeout, checked_retry, registry)
 
 
 def _make_task(
@@ -487,9 +558,10 @@ def _make_task(
     name: str | None,
     priority: TaskPriority,
     timeout: float | None,
+    retry: Retries | None,
     registry: TaskRegistry | None,
 ) -> Task[P, Any]:
-    new_task = Task(fn, name=name, priority=priority, timeout=timeout)
+    new_task = Task(fn, name=name, priority=priority, timeout=timeout, retry=retry)
     # Looked up at each call, so the default registry can be swapped (in tests).
     (registry if registry is not None else default_registry).register(new_task)
     return new_task

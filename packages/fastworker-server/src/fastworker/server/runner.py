@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from fastworker.client.options import Retry, exception_name
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import (
     MAX_PAYLOAD_BYTES,
@@ -151,7 +152,7 @@ class TaskRunner:
         except FastworkerError as exc:
             return self._failed(assignment, started, _error_info(exc))
         except Exception as exc:
-            return self._failed(assignment, started, _raised(exc))
+            return self._raised(assignment, started, exc)
 
     async def _run_async(
         self, task: Task[..., object], run: Run, started: float, limit: float | None
@@ -171,7 +172,7 @@ class TaskRunner:
         except FastworkerError as exc:
             outcome = self._failed(assignment, started, _error_info(exc))
         except Exception as exc:
-            outcome = self._failed(assignment, started, _raised(exc))
+            outcome = self._raised(assignment, started, exc)
         run.report(outcome)
 
     def _succeeded(self, assignment: TaskAssignment, started: float, value: object) -> TaskOutcome:
@@ -189,6 +190,22 @@ class TaskRunner:
             started_at=started,
             finished_at=time.time(),
         )
+
+    def _raised(self, assignment: TaskAssignment, started: float, exc: Exception) -> TaskOutcome:
+        """The outcome of a task that raised: failed, and asking for another attempt when
+        it raised ``Retry`` or an exception its retry policy names. Whether one is left,
+        and when it runs, is the control plane's to decide."""
+        if isinstance(exc, Retry):
+            cause = exc.__cause__
+            error = _raised(cause if isinstance(cause, Exception) else exc)
+            outcome = self._failed(assignment, started, error)
+            outcome.retry = True
+            outcome.retry_delay = exc.delay(time.time())
+            return outcome
+        outcome = self._failed(assignment, started, _raised(exc))
+        if assignment.retry_on and _matches(exc, assignment.retry_on):
+            outcome.retry = True
+        return outcome
 
     def _failed(self, assignment: TaskAssignment, started: float, error: ErrorInfo) -> TaskOutcome:
         return TaskOutcome(
@@ -218,6 +235,13 @@ def _timed_out(assignment: TaskAssignment, limit: float) -> TaskTimeoutError:
 
 def _error_info(exc: FastworkerError) -> ErrorInfo:
     return ErrorInfo(code=exc.remote_code, message=exc.message[:_TRACEBACK_LIMIT])
+
+
+def _matches(exc: BaseException, names: list[str]) -> bool:
+    """Whether the exception is of one of the named classes, base classes included: a
+    task module the control plane never imports is matched by name on the subworker."""
+    wanted = set(names)
+    return any(exception_name(cls) in wanted for cls in type(exc).__mro__)
 
 
 def _raised(exc: BaseException) -> ErrorInfo:
