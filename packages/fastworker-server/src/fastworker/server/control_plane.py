@@ -18,6 +18,7 @@ import time
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
+    PROTOCOL_VERSION,
     ConfigurationError,
     FastworkerError,
     NotConnectedError,
@@ -37,6 +38,8 @@ __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
 log = logging.getLogger("fastworker.control_plane")
 
+_MINOR = PROTOCOL_VERSION[1]
+
 
 class ControlPlane:
     """Holds the queue and dispatches tasks to subworkers (or runs them itself)."""
@@ -52,6 +55,9 @@ class ControlPlane:
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatch_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        """The one timer of the scheduled tasks, at the earliest one's time."""
+        self._timer_due: float | None = None
         self._runner: TaskRunner | None = None
         self._local_runs: dict[str, Run] = {}
         self._housekeeping: asyncio.Task[None] | None = None
@@ -120,6 +126,7 @@ class ControlPlane:
             self.journal.close()
             raise
         self._housekeeping = self._loop.create_task(self._keep_house())
+        self._arm_timer()
         log.info(
             "control plane %s listening on %s; journal %s (sync %s)",
             self.id,
@@ -134,6 +141,8 @@ class ControlPlane:
             return
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         for worker in self.core.workers.values():
             peer = self._peer(worker.peer_id)
             if peer is not None:
@@ -175,6 +184,8 @@ class ControlPlane:
                 log.warning("refused a frame from %s: %s", peer.address, exc)
                 peer.outbox.put(m.ErrorReply(request_id=None, error=error_info(exc)))
                 continue
+            if frame.minor < _MINOR:
+                core.speaks_minor(peer.id, frame.minor)
             for message in frame.messages:
                 core.handle(peer, message, now)
         self._carry_out()
@@ -203,6 +214,24 @@ class ControlPlane:
         # tick), often in the same row write as the outcome: a lease lost in a crash
         # only means the task runs again without that attempt counted.
         self._carry_out(commit=False)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Keep the one timer at the earliest scheduled task's time."""
+        due = self.core.next_due()
+        if due == self._timer_due or self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_due = due
+        if due is not None:
+            self._timer = self._loop.call_later(max(0.0, due - time.monotonic()), self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        self._schedule_dispatch()  # the dispatch queues what is due, then re-arms
 
     async def _keep_house(self) -> None:
         """Heartbeats out, silent workers and expired leases taken back, expired results

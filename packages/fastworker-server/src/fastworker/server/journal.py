@@ -14,7 +14,7 @@ from typing import Protocol
 import msgspec
 
 from fastworker.protocol import ConfigurationError, TaskPriority
-from fastworker.protocol.messages import TaskOutcome, TaskStatus
+from fastworker.protocol.messages import ErrorInfo, RetryPolicy, TaskOutcome, TaskStatus
 
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
@@ -58,6 +58,11 @@ class TaskRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     started_at: float | None = None
     finished_at: float | None = None
     outcome: TaskOutcome | None = None
+    retry: RetryPolicy | None = None
+    retries_used: int = 0
+    not_before: float | None = None
+    """Wall-clock time a scheduled task becomes due."""
+    last_error: ErrorInfo | None = None
 
 
 class Journal(Protocol):

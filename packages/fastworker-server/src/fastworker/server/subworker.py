@@ -106,9 +106,9 @@ class Subworker:
     def _on_bad_frame(self, exc: ProtocolError) -> None:
         # A control plane of another major version can never accept this subworker:
         # give up as on a refused hello, instead of dialing it for ever.
-        if isinstance(exc, ProtocolVersionError) and self.refused is not None:
-            if not self.refused.done():
-                self.refused.set_result(m.ErrorInfo(code=exc.remote_code, message=exc.message))
+        refused = self.refused
+        if isinstance(exc, ProtocolVersionError) and refused is not None and not refused.done():
+            refused.set_result(m.ErrorInfo(code=exc.remote_code, message=exc.message))
 
     async def wait_registered(self, timeout: float) -> None:
         """Wait until the control plane has accepted this subworker."""

@@ -53,11 +53,12 @@ class Admission:
         self._name_set: frozenset[str] = frozenset()
 
     def submit(
-        self, peer_id: int, requests: list[m.TaskRequest], wall: float
+        self, peer_id: int, requests: list[m.TaskRequest], now: float, wall: float
     ) -> tuple[list[str], list[str]]:
-        """Queue tasks; their ids in request order, and the ids of those that are new
-        (not known by idempotency key). A batch is checked whole before anything
-        changes, so it is accepted whole or refused whole."""
+        """Queue tasks (or schedule those with a countdown or an ETA still ahead); their
+        ids in request order, and the ids of those that are new (not known by
+        idempotency key). A batch is checked whole before anything changes, so it is
+        accepted whole or refused whole."""
         plan: list[tuple[m.TaskRequest, str, bool]] = []
         """(request, task id, whether it is new)."""
         keys: dict[str, str] = {}
@@ -98,13 +99,18 @@ class Admission:
                 timeout=request.timeout,
                 queued_at=wall,
                 idempotency_key=request.idempotency_key,
+                retry=request.retry,
             )
             if request.notify:
                 task.watchers.add(peer_id)
             self.restore(task)
             self.dirty.add(task_id)
-            self._scheduler.enqueue(task)
             self._counters.submitted += 1
+            start = _start(request, wall)
+            if start > wall:
+                self._scheduler.schedule(task, now + (start - wall), start)
+            else:
+                self._scheduler.enqueue(task)
         return ids, fresh
 
     def restore(self, task: TaskState) -> None:
@@ -123,6 +129,10 @@ class Admission:
 
     def check(self, request: m.TaskRequest) -> None:
         """Refuse a request no one can run, or whose arguments do not fit the task."""
+        if request.countdown is not None and request.eta is not None:
+            raise InvalidArgumentsError(
+                f"task {request.name!r} has both a countdown and an eta; give one"
+            )
         if request.name not in self._known():
             known = ", ".join(self.known_task_names()) or "none"
             raise UnknownTaskError(f"no task named {request.name!r}; registered: {known}")
@@ -200,3 +210,12 @@ class Admission:
             total=len(matching),
             tasks=[t.info(payloads=False) for t in page],
         )
+
+
+def _start(request: m.TaskRequest, wall: float) -> float:
+    """When the task may start, on the wall clock: now, unless it says otherwise."""
+    if request.countdown is not None:
+        return wall + request.countdown
+    if request.eta is not None:
+        return request.eta
+    return wall

@@ -13,12 +13,16 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import random
 from collections.abc import Iterable
+from typing import TypeVar
 
 import msgspec
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
+    FEATURE_DELAY,
+    FEATURE_RETRIES,
     MAX_MESSAGES_PER_FRAME,
     AuthenticationError,
     FastworkerError,
@@ -39,12 +43,18 @@ from .fleet import Fleet
 from .limiter import LogLimiter
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
+from .timers import backoff
 
-__all__ = ["Connection", "ControlPlaneCore"]
+__all__ = ["CLIENT_FEATURES", "Connection", "ControlPlaneCore"]
 
 log = logging.getLogger("fastworker.control_plane")
 
+_TaskReply = TypeVar("_TaskReply", m.StatusReply, m.HistoryReply)
+
 _WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
+_WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
+CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES]
+"""What this control plane does for clients beyond protocol 1.0 (``Welcome.features``)."""
 
 
 class ControlPlaneCore:
@@ -60,8 +70,13 @@ class ControlPlaneCore:
         now: float,
         wall_offset: float,
         journal: Journal | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        self._rng = rng or random.Random()
+        """Jitter of retry backoffs; a test passes a seeded one."""
+        self._minor_zero: set[int] = set()
+        """Connections that speak protocol 1.0: they are never sent a 1.1 status."""
         self.id = control_plane_id
         self.library_version = library_version
         self.wall_offset = wall_offset
@@ -159,17 +174,20 @@ class ControlPlaneCore:
                 self.sends.append((peer.id, self._cancel(request_id, task_ids, now)))
             case m.StatusQuery(request_id=request_id, task_ids=task_ids):
                 reply = self._status(request_id, task_ids, message.include_payloads)
-                self.sends.append((peer.id, reply))
+                self.sends.append((peer.id, self._for_peer(peer.id, reply)))
             case m.OverviewQuery(request_id=request_id):
                 self.sends.append((peer.id, self.overview(request_id)))
             case m.HistoryQuery():
-                self.sends.append((peer.id, self.admission.history(message)))
+                self.sends.append(
+                    (peer.id, self._for_peer(peer.id, self.admission.history(message)))
+                )
             case m.ClientHello(request_id=request_id):
                 welcome = m.Welcome(
                     request_id=request_id,
                     control_plane_id=self.id,
                     library_version=self.library_version,
                     task_names=self.admission.known_task_names(),
+                    features=CLIENT_FEATURES,
                 )
                 self.sends.append((peer.id, welcome))
             case m.WorkerHello():
@@ -184,7 +202,7 @@ class ControlPlaneCore:
     def _submit(
         self, peer: Connection, request_id: int, requests: list[m.TaskRequest], now: float
     ) -> None:
-        ids, new_ids = self.admission.submit(peer.id, requests, now + self.wall_offset)
+        ids, new_ids = self.admission.submit(peer.id, requests, now, now + self.wall_offset)
         reply = m.Accepted(request_id=request_id, task_ids=ids)
         self.durability.accepted(peer.id, reply, new_ids, self.sends)
 
@@ -198,6 +216,7 @@ class ControlPlaneCore:
         wall = now + self.wall_offset
         for task in self.durability.restore(now, self.wall_offset, self.settings.max_attempts):
             self._finish(task, self.durability.lost_outcome(task, wall), now)
+        self.scheduler.release_due(now)  # what fell due while the control plane was down
 
     def _authenticate(self, peer: Connection, message: m.Message) -> None:
         token = self.settings.auth_token
@@ -236,7 +255,9 @@ class ControlPlaneCore:
 
     def dispatch(self, now: float) -> None:
         """Hand queued tasks to free slots: highest priority first, each to the
-        least-loaded worker that can run it, ties broken round-robin."""
+        least-loaded worker that can run it, ties broken round-robin. Scheduled tasks
+        whose time has come join their levels first."""
+        self.scheduler.release_due(now)
         candidates = self._candidates()
         batches = self.scheduler.dispatch(candidates, now, now + self.wall_offset)
         for worker, assignments in batches:
@@ -294,7 +315,23 @@ class ControlPlaneCore:
             task.started_at = outcome.started_at
         if outcome.worker_id:
             task.worker_id = outcome.worker_id
+        if outcome.retry and outcome.status is TaskStatus.FAILED and task.retries_left:
+            self._retry(task, outcome, now)
+            return
         self._finish(task, outcome, now)
+
+    def _retry(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:
+        """A failed attempt with a retry left: wait in the timers, not in a slot. Its
+        watchers keep waiting; they hear of the final outcome only."""
+        assert task.retry is not None
+        task.retries_used += 1
+        task.last_error = outcome.error
+        task.last_holder = ""
+        delay = outcome.retry_delay
+        if delay is None:
+            delay = backoff(task.retry, task.retries_used, self._rng)
+        self.counters.retried += 1
+        self.scheduler.schedule(task, now + delay, now + self.wall_offset + delay)
 
     def _finish(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:
         self.admission.finish(task, outcome, now)
@@ -322,7 +359,7 @@ class ControlPlaneCore:
         reply = m.CancelReply(request_id=request_id)
         for task_id in task_ids:
             task = self.admission.active.get(task_id)
-            if task is not None and task.status is TaskStatus.QUEUED:
+            if task is not None and task.status in _WAITING:
                 self.scheduler.unqueue(task)
                 outcome = m.TaskOutcome(
                     task_id=task_id,
@@ -349,6 +386,26 @@ class ControlPlaneCore:
             else:
                 reply.tasks.append(task.info(payloads=payloads))
         return reply
+
+    def _for_peer(self, peer_id: int, reply: _TaskReply) -> _TaskReply:
+        """A reply a 1.0 peer can decode: it has no ``scheduled`` status (its decoder
+        would refuse the whole frame), so it is told ``queued``."""
+        if peer_id in self._minor_zero:
+            for info in reply.tasks:
+                if info.status is TaskStatus.SCHEDULED:
+                    info.status = TaskStatus.QUEUED
+        return reply
+
+    def speaks_minor(self, peer_id: int, minor: int) -> None:
+        """The shell saw a frame of protocol minor ``minor`` (below this side's) from the
+        connection."""
+        if minor == 0:
+            self._minor_zero.add(peer_id)
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled task is due (monotonic), for the shell's one
+        timer; None when none waits."""
+        return self.scheduler.timers.next_due()
 
     def overview(self, request_id: int = 0) -> m.Overview:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""
@@ -377,6 +434,7 @@ class ControlPlaneCore:
     def disconnected(self, peer_id: int, now: float) -> None:
         """A connection is gone."""
         self._authenticated.discard(peer_id)
+        self._minor_zero.discard(peer_id)
         self.fleet.disconnected(peer_id, now)
 
     def tick(self, now: float) -> None:

@@ -123,6 +123,7 @@ class Durability:
         wall = now + wall_offset
         queued: list[TaskState] = []
         leased: list[TaskState] = []
+        scheduled: list[TaskState] = []
         finished: list[TaskState] = []
         for record in records:
             task = _task(record)
@@ -130,25 +131,34 @@ class Durability:
                 finished.append(task)
                 # Ages carry over: a result keeps its time to live across restarts.
                 task.done = now - max(0.0, wall - (task.finished_at or wall))
+            elif task.status is TaskStatus.RUNNING:
+                leased.append(task)
+            elif task.status is TaskStatus.SCHEDULED:
+                scheduled.append(task)
             else:
-                (leased if task.status is TaskStatus.RUNNING else queued).append(task)
+                queued.append(task)
             self._admission.restore(task)
         for task in sorted(finished, key=lambda t: t.done):
             self._admission.restore_finished(task)
         self._scheduler.restore(queued)
+        for task in sorted(scheduled, key=lambda t: t.not_before or 0.0):
+            # A time that passed while the control plane was down is due at once.
+            not_before = task.not_before if task.not_before is not None else wall
+            self._scheduler.schedule(task, now + max(0.0, not_before - wall), not_before)
         lost: list[TaskState] = []
         for task in sorted(leased, key=lambda t: t.order, reverse=True):
             self.dirty.add(task.task_id)
-            if task.attempts >= max_attempts:
+            if task.lost >= max_attempts:
                 lost.append(task)
             else:
                 self._scheduler.requeue(task)
         self._admission.expire(now)
         if records:
             log.info(
-                "journal %s: %d queued, %d were running (queued again), %d results",
+                "journal %s: %d queued, %d scheduled, %d were running (queued again), %d results",
                 self.journal.path,
                 len(queued),
+                len(scheduled),
                 len(leased),
                 len(finished),
             )
@@ -180,6 +190,10 @@ def _record(task: TaskState) -> TaskRecord:
         started_at=task.started_at,
         finished_at=task.finished_at,
         outcome=task.outcome,
+        retry=task.retry,
+        retries_used=task.retries_used,
+        not_before=task.not_before,
+        last_error=task.last_error,
     )
 
 
@@ -200,4 +214,8 @@ def _task(record: TaskRecord) -> TaskState:
         attempts=record.attempts,
         order=record.order,
         outcome=record.outcome,
+        retry=record.retry,
+        retries_used=record.retries_used,
+        not_before=record.not_before,
+        last_error=record.last_error,
     )

@@ -170,9 +170,9 @@ class Fleet:
         for task in sorted(taken, key=_queue_order, reverse=True):
             if not counted:
                 task.attempts -= 1
-            elif task.attempts >= self.settings.max_attempts:
+            elif task.lost >= self.settings.max_attempts:
                 error = WorkerLostError(
-                    f"task {task.task_id} was lost with {task.attempts} workers; giving up"
+                    f"task {task.task_id} was lost with {task.lost} workers; giving up"
                 )
                 self._finish(task, failed_outcome(task, error, now + self.wall_offset), now)
                 continue

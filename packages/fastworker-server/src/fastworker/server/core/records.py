@@ -65,6 +65,25 @@ class TaskState:
     """When it finished, for the result cache's time to live."""
     watchers: set[int] = dataclasses.field(default_factory=set[int])
     """Connections to push the outcome to."""
+    retry: m.RetryPolicy | None = None
+    retries_used: int = 0
+    """Failed attempts that were followed by another: ``attempts - retries_used`` of the
+    attempts were lost with their worker, which ``--max-attempts`` bounds."""
+    not_before: float | None = None
+    """Wall-clock time a scheduled task becomes due (its ETA, or its next attempt)."""
+    due: float | None = None
+    """The same, monotonic, while the task waits in the timers; None otherwise."""
+    last_error: m.ErrorInfo | None = None
+    """Why its last attempt failed, while it waits for the next."""
+
+    @property
+    def retries_left(self) -> bool:
+        return self.retry is not None and self.retries_used < self.retry.retries
+
+    @property
+    def lost(self) -> int:
+        """Attempts that ended with their worker lost, not with an outcome."""
+        return self.attempts - self.retries_used
 
     def info(self, *, payloads: bool) -> m.TaskInfo:
         outcome = self.outcome
@@ -78,10 +97,11 @@ class TaskState:
             started_at=self.started_at,
             finished_at=self.finished_at,
             attempts=self.attempts,
-            error=None if outcome is None else outcome.error,
+            error=self.last_error if outcome is None else outcome.error,
             args=self.args if payloads else m.NIL,
             kwargs=self.kwargs if payloads else m.NIL,
             value=outcome.value if payloads and outcome is not None else m.NIL,
+            not_before=self.not_before if self.status is TaskStatus.SCHEDULED else None,
         )
 
 

@@ -10,13 +10,15 @@ from fastworker.protocol import messages as m
 
 from ..queue import PriorityQueue
 from .records import TaskState, WorkerRecord
+from .timers import Timers
 
 __all__ = ["Scheduler"]
 
 
 class Scheduler:
     """Queued tasks in strict priority order, FIFO within a level. A task no candidate
-    can run is parked: still queued (counted, cancellable) but out of line."""
+    can run is parked: still queued (counted, cancellable) but out of line. A task that
+    waits for a time is in :attr:`timers` and joins the back of its level when due."""
 
     def __init__(self, counters: m.Counters, dirty: set[str]) -> None:
         self.dirty = dirty
@@ -24,6 +26,7 @@ class Scheduler:
         self.queue: PriorityQueue[TaskState] = PriorityQueue()
         self.parked: dict[str, dict[str, TaskState]] = {}
         """Parked tasks by name, in queue order."""
+        self.timers = Timers(counters)
         self._counters = counters
         self._back = 0
         self._front = 0
@@ -61,8 +64,24 @@ class Scheduler:
             self._front = min(self._front, ordered[0].order)
             self._back = max(self._back, ordered[-1].order)
 
+    def schedule(self, task: TaskState, due: float, not_before: float) -> None:
+        """Hold a task until monotonic time ``due`` (``not_before`` on the wall clock)."""
+        task.not_before = not_before
+        self.timers.add(task, due)
+        self.dirty.add(task.task_id)
+
+    def release_due(self, now: float) -> None:
+        """Queue the scheduled tasks whose time has come, at the back of their levels in
+        the order they fell due: from here on, strict priority decides."""
+        for task in self.timers.pop_due(now):
+            task.status = TaskStatus.QUEUED
+            self.dirty.add(task.task_id)
+            self.enqueue(task)
+
     def unqueue(self, task: TaskState) -> bool:
-        """Take a queued (or parked) task out of line; whether it was there."""
+        """Take a queued, parked or scheduled task out of line; whether it was there."""
+        if self.timers.discard(task):
+            return True
         if self.queue.remove(task.task_id) is not None:
             return True
         return self.parked.get(task.name, {}).pop(task.task_id, None) is not None
@@ -119,6 +138,9 @@ class Scheduler:
                 kwargs=task.kwargs,
                 timeout=task.timeout,
                 attempt=task.attempts,
+                retry_on=task.retry.retry_on
+                if task.retry is not None and task.retries_left
+                else [],
             )
             entry = batches.get(worker.worker_id)
             if entry is None:
