@@ -66,12 +66,10 @@ class Harness:
         self._request = 0
 
     def send(self, conn: Conn, *messages: m.Message) -> None:
-        """As the shell does in one turn: messages, commit, dispatch, commit."""
+        """As the shell does in one turn: the messages, then dispatch and one commit."""
         for message in messages:
             self.core.handle(conn, message, self.now)
-        self.core.commit(self.now)
-        self.core.dispatch(self.now)
-        self.core.commit(self.now)
+        self.core.end_turn(self.now)
 
     def sent(self, conn: Conn) -> list[m.Message]:
         """Messages queued for ``conn`` since the last call (for any connection)."""
@@ -134,9 +132,7 @@ class Harness:
     def tick(self, seconds: float) -> None:
         self.now += seconds
         self.core.tick(self.now)
-        self.core.commit(self.now)
-        self.core.dispatch(self.now)
-        self.core.commit(self.now)
+        self.core.end_turn(self.now)
 
     def wait(self, seconds: int, *alive: Conn) -> None:
         """Let ``seconds`` pass a second at a time, the ``alive`` workers heartbeating."""
@@ -515,6 +511,8 @@ class FlakyJournal:
     def __init__(self) -> None:
         self.rows: dict[str, TaskRecord] = {}
         self.failing = False
+        self.writes = 0
+        """Calls that stored something."""
 
     def load(self) -> list[TaskRecord]:
         return list(self.rows.values())
@@ -522,6 +520,7 @@ class FlakyJournal:
     def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
         if self.failing:
             raise StorageError("no space left on device")
+        self.writes += 1
         self.rows.update((record.task_id, record) for record in upserts)
         for task_id in deletes:
             self.rows.pop(task_id, None)
@@ -623,6 +622,79 @@ def test_nothing_is_accepted_that_the_journal_did_not_store() -> None:
     h.done(A, first)
     assert set(journal.rows) == {first, second}
     assert journal.rows[first].status is TaskStatus.SUCCEEDED
+
+
+def _submit_task(request_id: int) -> m.SubmitTask:
+    return m.SubmitTask(
+        request_id=request_id, task=m.TaskRequest(name="add", args=encode_value([1, 2]))
+    )
+
+
+def test_a_turn_is_one_write_and_its_submissions_are_accepted_only_after_it() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal)
+    h.worker(A, "a", slots=2)
+    writes = journal.writes
+    h.core.handle(CLIENT, _submit_task(1), h.now)
+    h.core.handle(OTHER_CLIENT, _submit_task(2), h.now)
+    h.core.handle(CLIENT, _submit_task(3), h.now)
+    assert not any(isinstance(message, m.Accepted) for _, message in h.core.sends)
+    assert journal.rows == {}
+    h.core.end_turn(h.now)
+    assert journal.writes == writes + 1
+    accepted = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.Accepted)]
+    (other,) = [msg for msg in h.sent(OTHER_CLIENT) if isinstance(msg, m.Accepted)]
+    assert [reply.request_id for reply in accepted] == [1, 3]
+    first, second, third = (reply.task_ids[0] for reply in [accepted[0], other, accepted[1]])
+    # The two dispatched were stored with their leases, in the same write.
+    assert h.dispatched(A) == [first, second]
+    assert journal.rows[first].status is TaskStatus.RUNNING
+    assert journal.rows[first].attempts == 1
+    assert journal.rows[second].worker_id == "a"
+    assert journal.rows[third].status is TaskStatus.QUEUED
+
+
+def test_a_failed_write_refuses_every_submission_of_the_turn_and_sends_none_of_them() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal)
+    (stored,) = h.submit("add")  # queued: no subworker yet
+    journal.failing = True
+    hello = m.WorkerHello(request_id=1, worker_id="a", concurrency=3, task_names=["add"])
+    h.core.handle(A, hello, h.now)
+    h.core.handle(CLIENT, _submit_task(1), h.now)
+    h.core.handle(OTHER_CLIENT, _submit_task(2), h.now)
+    h.core.end_turn(h.now)
+    for conn in (CLIENT, OTHER_CLIENT):
+        (reply,) = h.sent(conn)
+        assert isinstance(reply, m.ErrorReply)
+        assert reply.error.code == "storage"
+    # The stored task's lease stands (stored with a later commit); the refused ones
+    # never reach the subworker, nor count against its slots.
+    assert h.dispatched(A) == [stored]
+    assert h.core.counters.running == 1
+    assert h.core.counters.submitted == 1
+    (worker,) = h.core.overview().workers
+    assert worker.load == 1
+    journal.failing = False
+    h.tick(1.0)
+    assert journal.rows[stored].status is TaskStatus.RUNNING
+    again = h.submit("add", "add")
+    assert h.dispatched(A) == again
+
+
+def test_a_failed_write_starts_none_of_its_submissions_locally() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal, local_execution=True, local_concurrency=2)
+    journal.failing = True
+    error = h.refused(CLIENT, _submit_task(1))
+    assert error.code == "storage"
+    assert h.core.local_starts == []
+    assert h.core.local is not None
+    assert h.core.local.assigned == set()
+    assert h.core.counters.running == 0
+    journal.failing = False
+    (task_id,) = h.submit("add")
+    assert [assignment.task_id for assignment in h.core.local_starts] == [task_id]
 
 
 def test_the_journal_holds_only_unfinished_tasks_and_the_cache(tmp_path: Path) -> None:

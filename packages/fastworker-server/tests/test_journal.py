@@ -261,15 +261,23 @@ def test_data_survives_close_and_reopen(path: str) -> None:
     second.close()
 
 
-def test_new_tasks_are_stored_in_the_order_they_first_arrive(path: str) -> None:
+def test_each_write_of_a_task_moves_its_row_to_the_end(path: str) -> None:
     journal = open_journal(path)
-    journal.write([record("c"), record("a")], [])
+    journal.write([record("c"), record("a"), record("d")], [])
     journal.write([record("b"), record("a", order=1)], ["c"])
     journal.close()
     with sqlite3.connect(path) as connection:
-        rows = connection.execute("SELECT task_id FROM tasks ORDER BY id").fetchall()
+        rows = connection.execute("SELECT id, task_id FROM tasks ORDER BY id").fetchall()
     connection.close()
-    assert rows == [("a",), ("b",)]
+    assert rows == [(3, "d"), (4, "b"), (5, "a")]
+    reopened = open_journal(path)
+    reopened.write([record("d", order=2)], [])
+    assert {task.task_id: task.order for task in reopened.load()} == {"a": 1, "b": 0, "d": 2}
+    reopened.close()
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT id, task_id FROM tasks ORDER BY id").fetchall()
+    connection.close()
+    assert rows == [(4, "b"), (5, "a"), (6, "d")]
 
 
 def test_an_unreadable_record_is_reported_with_its_task_id(path: str) -> None:

@@ -3,8 +3,10 @@ local runner. The state and every decision live in :mod:`fastworker.server.core`
 
 Everything runs on one asyncio loop, so the state needs no locks. Frames arrive in bulk
 from the listener; every reply and push goes through the peer's outbox and leaves in one
-frame per peer per turn of the loop. Dispatch runs once per turn too, after all arrivals
-of that turn are in, so a burst of submissions is dispatched as one batch per subworker.
+frame per peer per turn of the loop. Each event only changes the core; once per turn,
+after all arrivals of that turn are in, the core dispatches and commits (one
+transaction for everything that changed), so a burst of submissions is dispatched as one
+batch per subworker and stored in one write.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ControlPlane:
         self.journal: Journal | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._dispatch_scheduled = False
+        self._turn_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         """The one timer of the scheduled tasks, at the earliest one's time."""
         self._timer_due: float | None = None
@@ -188,32 +190,30 @@ class ControlPlane:
                 core.speaks_minor(peer.id, frame.minor)
             for message in frame.messages:
                 core.handle(peer, message, now)
-        self._carry_out()
-        self._schedule_dispatch()
+        self._end_turn_soon()
 
     def _on_disconnect(self, peer: Peer) -> None:
         self.core.disconnected(peer.id, time.monotonic())
-        self._carry_out()
-        self._schedule_dispatch()
+        self._end_turn_soon()
 
     def _local_run_done(self, outcome: m.TaskOutcome) -> None:
         self._local_runs.pop(outcome.task_id, None)
         self.core.local_done(outcome, time.monotonic())
+        self._end_turn_soon()
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_scheduled and self._loop is not None:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """After every event of this turn of the loop: dispatch, commit once, then send
+        (the replies that waited for the journal too)."""
+        self._turn_scheduled = False
+        if self._listener is None:
+            return  # stopped: nothing more is dispatched or sent
+        self.core.end_turn(time.monotonic())
         self._carry_out()
-        self._schedule_dispatch()
-
-    def _schedule_dispatch(self) -> None:
-        if not self._dispatch_scheduled and self._loop is not None:
-            self._dispatch_scheduled = True
-            self._loop.call_soon(self._dispatch)
-
-    def _dispatch(self) -> None:
-        self._dispatch_scheduled = False
-        self.core.dispatch(time.monotonic())
-        # The leases are stored with the next commit (the outcome's turn, or the next
-        # tick), often in the same row write as the outcome: a lease lost in a crash
-        # only means the task runs again without that attempt counted.
-        self._carry_out(commit=False)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -226,12 +226,13 @@ class ControlPlane:
             self._timer = None
         self._timer_due = due
         if due is not None:
-            self._timer = self._loop.call_later(max(0.0, due - time.monotonic()), self._timer_fired)
+            delay = max(0.0, due - time.monotonic())
+            self._timer = self._loop.call_later(delay, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None
         self._timer_due = None
-        self._schedule_dispatch()  # the dispatch queues what is due, then re-arms
+        self._end_turn_soon()  # the turn's dispatch queues what is due, then re-arms
 
     async def _keep_house(self) -> None:
         """Heartbeats out, silent workers and expired leases taken back, expired results
@@ -242,17 +243,13 @@ class ControlPlane:
                 self.core.tick(time.monotonic())
             except Exception:
                 log.exception("housekeeping failed; trying again next interval")
-            self._carry_out()
-            self._schedule_dispatch()
+            self._end_turn_soon()
 
     # --- effects out --------------------------------------------------------------------
 
-    def _carry_out(self, *, commit: bool = True) -> None:
-        """Store what changed, then do what the core asked for: send (the replies that
-        waited for the journal too), start local runs, drop connections."""
+    def _carry_out(self) -> None:
+        """Do what the core asked for: send, start local runs, drop connections."""
         core = self.core
-        if commit:
-            core.commit(time.monotonic())
         # The lists are the core's own (shared inside it): emptied, never replaced.
         # Nothing below calls back into the core before it returns.
         if core.sends:

@@ -1,11 +1,13 @@
 """The journal as an embedded SQLite file: WAL, one table, one commit per call.
 
 One row per task: its id and its :class:`~fastworker.server.journal.TaskRecord` as msgpack,
-under an integer key given in order of first write. New tasks then go to the end of the
-table and a turn's changes touch a few pages, where keys by task id (random) would touch a
-page per task. The journal keeps each task's key in memory, so no index on the task id is
-needed. The caller batches a whole event-loop turn into one :meth:`SqliteJournal.write`
-(group commit), so the cost of a commit is shared by every task that changed in that turn.
+under an integer key given in order of last write. Each write of a task appends its new
+row at the end of the table and deletes the old one, so a commit fills a few pages at the
+end and frees rows elsewhere; rewriting a row in place, where it grows from queued to
+finished, splits pages all over the tasks in flight. The journal keeps each task's key in
+memory, so no index on the task id is needed. The caller batches a whole event-loop turn
+into one :meth:`SqliteJournal.write` (group commit), so the cost of a commit is shared by
+every task that changed in that turn.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ _SCHEMA = "CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, re
 # Rows go to SQLite _CHUNK to a statement, the rest one by one: stepping a statement per
 # row costs about as much as storing the row.
 _CHUNK = 64
-_UPSERT = "INSERT OR REPLACE INTO tasks (id, task_id, record) VALUES (?, ?, ?)"
-_UPSERT_CHUNK = _UPSERT.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * _CHUNK))
+_INSERT = "INSERT INTO tasks (id, task_id, record) VALUES (?, ?, ?)"
+_INSERT_CHUNK = _INSERT.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * _CHUNK))
 _DELETE = "DELETE FROM tasks WHERE id = ?"
 _DELETE_CHUNK = f"DELETE FROM tasks WHERE id IN ({', '.join('?' * _CHUNK)})"
 
@@ -119,38 +121,40 @@ class SqliteJournal:
             raise StorageError(f"could not encode a task for journal {self.path}: {exc}") from exc
         keys = self._keys
         next_key = self._next_key
-        # (task id, its key before this call or None): what undoes this call's changes.
+        # (task id, its key before or None), in the order changed: what undoes this call.
         undo: list[tuple[str, int | None]] = []
         rows: list[tuple[int, str, bytes]] = []
-        removals: list[tuple[int]] = []
+        removals: list[int] = []  # keys of the rows replaced or deleted
         try:
             for record, blob in zip(upserts, blobs, strict=True):
                 task_id = record.task_id
-                key = keys.get(task_id)
-                if key is None:
-                    keys[task_id] = key = next_key
-                    next_key += 1
-                    undo.append((task_id, None))
-                rows.append((key, task_id, blob))
+                old = keys.get(task_id)
+                if old is not None:
+                    removals.append(old)
+                undo.append((task_id, old))
+                keys[task_id] = next_key
+                rows.append((next_key, task_id, blob))
+                next_key += 1
             for task_id in deletes:
-                key = keys.pop(task_id, None)
-                if key is not None:
-                    undo.append((task_id, key))
-                    removals.append((key,))
+                old = keys.pop(task_id, None)
+                if old is not None:
+                    undo.append((task_id, old))
+                    removals.append(old)
+            removals.sort()  # neighbouring rows go together, page by page
             connection.execute("BEGIN")
-            _execute(connection, _UPSERT_CHUNK, _UPSERT, rows)
-            _execute(connection, _DELETE_CHUNK, _DELETE, removals)
+            _execute(connection, _INSERT_CHUNK, _INSERT, rows)
+            _execute(connection, _DELETE_CHUNK, _DELETE, [(key,) for key in removals])
             connection.execute("COMMIT")
         except (sqlite3.Error, TypeError) as exc:  # TypeError: a task id that is no str
             # SQLite rolls back by itself after an I/O error; after any other, we do.
             if connection.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
-            for task_id, key in reversed(undo):
-                if key is None:
-                    del keys[task_id]
+            for task_id, old in reversed(undo):
+                if old is None:
+                    keys.pop(task_id, None)
                 else:
-                    keys[task_id] = key
+                    keys[task_id] = old
             raise StorageError(
                 f"could not write to journal {self.path}: {_describe(exc)}; nothing was stored"
             ) from exc

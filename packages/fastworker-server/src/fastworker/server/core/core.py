@@ -206,10 +206,19 @@ class ControlPlaneCore:
         reply = m.Accepted(request_id=request_id, task_ids=ids)
         self.durability.accepted(peer.id, reply, new_ids, self.sends)
 
+    def end_turn(self, now: float) -> None:
+        """Once per turn of the shell's loop, after every event of the turn: dispatch,
+        then commit, so that the turn's leases are stored in the same transaction as the
+        submissions and outcomes (often in the same row write)."""
+        self.dispatch(now)
+        self.commit(now)
+
     def commit(self, now: float) -> None:
         """Store what changed since the last commit; then the replies that waited for it
-        go out. Once per turn of the loop, before anything else is dispatched."""
-        self.durability.commit(now, self.sends)
+        go out. A submission the journal refused is taken back, dispatched or not."""
+        taken_back = self.durability.commit(now, self.sends)
+        if taken_back:
+            self.fleet.withdraw(taken_back, self.local_starts)
 
     def restore(self, now: float) -> None:
         """Read the journal back; call once, before the first message."""

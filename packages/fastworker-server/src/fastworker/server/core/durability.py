@@ -63,13 +63,15 @@ class Durability:
         else:
             sends.append((peer_id, reply))
 
-    def commit(self, now: float, sends: list[tuple[int, m.Message]]) -> None:
-        """Store every task changed since the last commit, then release the replies."""
+    def commit(self, now: float, sends: list[tuple[int, m.Message]]) -> list[TaskState]:
+        """Store every task changed since the last commit, then release the replies.
+        Returns the tasks taken back because the write failed (the caller undoes what
+        else it did with them, such as a dispatch)."""
         if not self.durable:
             self.dirty.clear()
-            return
+            return []
         if not self.dirty and not self._held:
-            return
+            return []
         upserts: list[TaskRecord] = []
         deletes: list[str] = []
         lookup = self._admission.lookup
@@ -88,24 +90,28 @@ class Durability:
             )
             held, self._held = self._held, []
             error = error_info(exc)
+            taken_back: list[TaskState] = []
             for peer_id, reply, new_ids in held:
-                self._take_back_submission(new_ids)
+                taken_back += self._take_back_submission(new_ids)
                 sends.append((peer_id, m.ErrorReply(request_id=reply.request_id, error=error)))
-            return  # what is still dirty is tried again with the next commit
+            return taken_back  # what is still dirty is tried again with the next commit
         if self.failing:
             self.failing = False
             log.info("the journal takes writes again")
         self.dirty.clear()
         sends.extend((peer_id, reply) for peer_id, reply, _ in self._held)
         self._held.clear()
+        return []
 
-    def _take_back_submission(self, task_ids: list[str]) -> None:
+    def _take_back_submission(self, task_ids: list[str]) -> list[TaskState]:
         """Forget tasks whose submission could not be stored: as if never sent."""
         admission = self._admission
+        taken_back: list[TaskState] = []
         for task_id in task_ids:
             task = admission.active.pop(task_id, None) or self._cache.remove(task_id)
             if task is None:
                 continue
+            taken_back.append(task)
             self._scheduler.unqueue(task)
             with contextlib.suppress(ValueError):  # already out of the history window
                 admission.recent.remove(task)
@@ -113,6 +119,7 @@ class Durability:
             if key is not None and admission.idempotency.get(key) == task_id:
                 del admission.idempotency[key]
             self._counters.submitted -= 1
+        return taken_back
 
     def restore(self, now: float, wall_offset: float, max_attempts: int) -> list[TaskState]:
         """Read the journal back into an empty core. Queued tasks keep their places; tasks

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from fastworker.protocol import (
     FEATURE_LEASES,
     DuplicateWorkerError,
+    TaskStatus,
     WorkerLostError,
     WorkerState,
 )
@@ -16,7 +17,7 @@ from fastworker.protocol import messages as m
 
 from ..settings import ControlPlaneSettings
 from .admission import Admission
-from .records import Connection, TaskState, WorkerRecord, failed_outcome
+from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, failed_outcome
 from .scheduler import Scheduler
 
 __all__ = ["Fleet"]
@@ -177,6 +178,31 @@ class Fleet:
                 self._finish(task, failed_outcome(task, error, now + self.wall_offset), now)
                 continue
             self.scheduler.requeue(task)
+
+    def withdraw(self, tasks: list[TaskState], local_starts: list[m.TaskAssignment]) -> None:
+        """Undo the leases of tasks forgotten before their Dispatch left (their submission
+        could not be stored): out of their holder's load and out of the messages."""
+        ids: set[str] = set()
+        for task in tasks:
+            if task.status is not TaskStatus.RUNNING:
+                continue
+            holder = self.local if task.worker_id == LOCAL_WORKER_ID else None
+            holder = holder or self.workers.get(task.worker_id)
+            if holder is not None and task.task_id in holder.assigned:
+                holder.assigned.discard(task.task_id)
+                self.counters.running -= 1
+            ids.add(task.task_id)
+        if not ids:
+            return
+        local_starts[:] = [a for a in local_starts if a.task_id not in ids]
+        kept: list[tuple[int, m.Message]] = []
+        for peer_id, message in self.sends:
+            if isinstance(message, m.Dispatch):
+                message.tasks = [a for a in message.tasks if a.task_id not in ids]
+                if not message.tasks:
+                    continue
+            kept.append((peer_id, message))
+        self.sends[:] = kept
 
     def tick(self, now: float) -> None:
         """Once a heartbeat interval: heartbeats out, silent subworkers and expired
