@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from fastworker.client import TaskPriority, task
+from fastworker.client import TaskPriority, is_cancelled, task
 
 
 @task
@@ -98,3 +98,27 @@ async def arrival() -> int:
     global _arrivals
     _arrivals += 1
     return _arrivals
+
+
+@task(retries=3, retry_backoff=0.3, retry_jitter=False, retry_on=(ConnectionError,))
+def flaky(attempts_file: str, failures: int) -> int:
+    """Fail with ConnectionError ``failures`` times, then succeed; each attempt appends
+    its start time to ``attempts_file``. Returns the number of the attempt that worked."""
+    with open(attempts_file, "a") as out:
+        out.write(f"{time.time()}\n")
+    with open(attempts_file) as attempts:
+        count = sum(1 for _ in attempts)
+    if count <= failures:
+        raise ConnectionError(f"attempt {count} of {failures} planned failures")
+    return count
+
+
+@task
+def polite(bound: float) -> str:
+    """A sync task that looks at ``is_cancelled()`` between steps of at most 10 ms."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if is_cancelled():
+            return "stopped early"
+        time.sleep(0.01)
+    return "ran to its end"

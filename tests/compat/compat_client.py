@@ -100,12 +100,25 @@ async def batch_keys(client: Client, args: argparse.Namespace) -> dict[str, Any]
     return {"first": first, "second": second, "outcome": await _outcome(client, first[0])}
 
 
+async def countdown(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """A task held for a second: run late, or refused by a control plane without delays."""
+    loop = asyncio.get_running_loop()
+    submitted = loop.time()
+    try:
+        task_id = await client.delay("stamp", "later", countdown=1.0)
+    except FastworkerError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    outcome = await _outcome(client, task_id)
+    return {"outcome": outcome, "waited": loop.time() - submitted}
+
+
 COMMANDS = {
     "roundtrip": roundtrip,
     "submit": submit,
     "results": results,
     "cancel": cancel,
     "batch-keys": batch_keys,
+    "countdown": countdown,
 }
 
 

@@ -194,6 +194,23 @@ async def test_idempotency_keys_in_batches(processes: Processes, sides: dict[str
     assert out["outcome"] == {"value": 3}
 
 
+@pytest.mark.needs(client="delay")
+async def test_a_countdown_runs_late_or_is_refused_by_an_older_control_plane(
+    processes: Processes, sides: dict[str, Side]
+) -> None:
+    address, client, _ = await _cluster(processes, sides)
+    try:
+        out = await run_client(sides["client"], "countdown", address)
+    finally:
+        await client.stop()
+    if "delay" in sides["control_plane"].features:
+        assert "value" in out["outcome"]
+        assert out["waited"] >= 1.0
+    else:  # it would have run at once: refused before anything was sent
+        assert out["error"] == "UnsupportedFeatureError"
+        assert "does not offer" in out["message"]
+
+
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())

@@ -46,6 +46,8 @@ class FakeSource:
         self.started_at = time.time() - 3600
         self.depth = m.QueueDepth()
         self.counters = m.Counters()
+        self.workers_stop_tasks = False
+        """Whether a running task can be cancelled (its subworker has FEATURE_CANCEL)."""
         self.journal: tuple[str, str, int] = ("", "", 0)
         """(path, sync mode, bytes), as the overview reports them."""
         self.workers: list[m.WorkerInfo] = []
@@ -66,10 +68,12 @@ class FakeSource:
         value: Any = 3,
         error: m.ErrorInfo | None = None,
         task_id: str | None = None,
+        not_before: float | None = None,
     ) -> str:
         task_id = task_id or uuid.uuid4().hex
         now = time.time()
-        started = now - 1 if status is not TaskStatus.QUEUED else None
+        waiting = status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
+        started = None if waiting else now - 1
         finished = now - 0.5 if status.is_final and status is not TaskStatus.CANCELLED else None
         self.tasks[task_id] = m.TaskInfo(
             task_id=task_id,
@@ -82,6 +86,7 @@ class FakeSource:
             finished_at=finished,
             attempts=1 if started else 0,
             error=error,
+            not_before=not_before,
         )
         self.payloads[task_id] = (list(args), dict(kwargs or {}), value)
         return task_id
@@ -172,9 +177,11 @@ class FakeSource:
             info = self.tasks.get(task_id)
             if info is None:
                 reply.unknown.append(task_id)
-            elif info.status is TaskStatus.QUEUED:
+            elif info.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):  # as the core
                 self.cancelled.append(task_id)
                 reply.cancelled.append(task_id)
+            elif info.status is TaskStatus.RUNNING and self.workers_stop_tasks:
+                reply.stopping.append(task_id)
             else:
                 reply.not_cancelled.append(task_id)
         return reply

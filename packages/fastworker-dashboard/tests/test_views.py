@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -216,6 +218,38 @@ def test_cancel_answers_for_each_outcome(http: TestClient, fake: FakeSource) -> 
     assert status == 200
     assert "toast" in html
     assert "Cancelled task" in html
+
+
+def test_cancelling_a_running_task_says_its_worker_was_asked_to_stop_it(
+    http: TestClient, fake: FakeSource
+) -> None:
+    running = fake.add("add", status=TaskStatus.RUNNING)
+    assert _post(http, f"/actions/cancel/{running}")[0] == 409  # a worker that cannot
+    fake.workers_stop_tasks = True
+    status, body = _post(http, f"/actions/cancel/{running}")
+    answer = json.loads(body)
+    assert (status, answer["outcome"]) == (202, "stopping")
+    assert "asked to stop" in answer["message"]
+
+
+def test_a_scheduled_task_shows_when_it_runs_and_can_be_cancelled(
+    http: TestClient, fake: FakeSource
+) -> None:
+    fake.counters = m.Counters(submitted=3, scheduled=2, retried=5)
+    when = time.time() + 600
+    task_id = fake.add("add", status=TaskStatus.SCHEDULED, not_before=when)
+    html = http.get("/").text
+    assert 'data-counter="scheduled" data-value="2"' in html
+    assert 'data-counter="retried" data-value="5"' in html
+    detail = http.get(f"/api/tasks/{task_id}").json()
+    assert (detail["status"], detail["not_before"], detail["can_cancel"]) == (
+        "scheduled",
+        when,
+        True,
+    )
+    assert "Runs at" in http.get(f"/tasks/{task_id}").text
+    assert _post(http, f"/actions/cancel/{task_id}")[0] == 200
+    assert fake.cancelled == [task_id]
 
 
 def test_retry_resubmits_name_arguments_and_priority(http: TestClient, fake: FakeSource) -> None:

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Raw
 
 from fastworker.protocol import (
+    FEATURE_CANCEL,
     FEATURE_DELAY,
     FEATURE_LEASES,
     FEATURE_RETRIES,
@@ -209,6 +210,10 @@ SAMPLES_1_1: dict[str, m.Message] = {
         ]
     ),
     "done": m.TasksDone(outcomes=[OUTCOME_RETRY_1_1]),
+    "stop": m.StopTasks(task_ids=["a1", "a2"]),
+    "cancelled": m.CancelReply(
+        request_id=5, cancelled=["a1"], not_cancelled=["a3"], unknown=["a4"], stopping=["a5"]
+    ),
     "overview_reply": msgspec.structs.replace(
         _OVERVIEW_1_0,
         counters=msgspec.structs.replace(_OVERVIEW_1_0.counters, fenced=5, scheduled=7, retried=11),
@@ -225,7 +230,7 @@ SAMPLES_1_1: dict[str, m.Message] = {
         pid=4242,
         library_version="0.2.0",
         auth_token="s3cret",
-        features=[FEATURE_LEASES],
+        features=[FEATURE_LEASES, FEATURE_CANCEL],
     ),
     "worker_welcome": m.WorkerWelcome(
         request_id=1,

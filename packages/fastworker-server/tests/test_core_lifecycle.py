@@ -14,7 +14,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_core_state import CLIENT, A, FlakyJournal, Harness, _restart  # pyright: ignore[reportPrivateUsage]
 
-from fastworker.protocol import FEATURE_DELAY, FEATURE_RETRIES, TaskPriority, TaskStatus
+from fastworker.protocol import (
+    FEATURE_CANCEL,
+    FEATURE_DELAY,
+    FEATURE_LEASES,
+    FEATURE_RETRIES,
+    TaskPriority,
+    TaskStatus,
+)
 from fastworker.protocol import messages as m
 from fastworker.server.core.records import TaskState
 from fastworker.server.core.timers import Timers, backoff
@@ -168,6 +175,8 @@ def test_a_task_may_name_its_own_delay_and_a_lost_worker_is_its_own_rule() -> No
     assert info.error.code == "worker_lost"
 
 
+OLD = type(A)(31, "worker-old")
+"""A subworker without FEATURE_CANCEL."""
 LEASE_SILENCE = 4.0
 """Past the harness's lease timeout of 3 s: a silent subworker is lost."""
 
@@ -262,7 +271,7 @@ def test_clients_hear_of_the_features_and_a_1_0_peer_never_of_scheduled() -> Non
     assert set(welcome.features) == {FEATURE_DELAY, FEATURE_RETRIES}
     (task_id,) = h.submit("add", countdown=60.0)
     assert h.status(task_id).status is TaskStatus.SCHEDULED
-    h.core.speaks_minor(CLIENT.id, 0)
+    h.core.peers.speaks_minor(CLIENT.id, 0)
     assert h.status(task_id).status is TaskStatus.QUEUED
     h.send(CLIENT, m.HistoryQuery(request_id=2))
     (page,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.HistoryReply)]
@@ -278,3 +287,55 @@ def test_a_countdown_of_nothing_queues_at_once(countdown: float) -> None:
     assert h.status(task_id).status is (
         TaskStatus.QUEUED if countdown == 0 else TaskStatus.SCHEDULED
     )
+
+
+# --- cancelling a running task --------------------------------------------------------------
+
+
+def test_cancelling_a_running_task_asks_a_subworker_that_can_stop_it() -> None:
+    h = Harness()
+    for conn, worker_id, features in (
+        (A, "a", [FEATURE_LEASES, FEATURE_CANCEL]),
+        (OLD, "old", [FEATURE_LEASES]),
+    ):
+        hello = m.WorkerHello(
+            request_id=1, worker_id=worker_id, concurrency=1, task_names=["add"], features=features
+        )
+        h.send(conn, hello)
+        h.sent(conn)
+    old = OLD
+    stoppable, unstoppable = h.submit("add", "add")
+    running_on = {tid: h.status(tid).worker_id for tid in (stoppable, unstoppable)}
+    if running_on[stoppable] != "a":
+        stoppable, unstoppable = unstoppable, stoppable
+    h.sent(A)
+    h.sent(old)
+    h.send(CLIENT, m.CancelTasks(request_id=7, task_ids=[stoppable, unstoppable]))
+    (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.CancelReply)]
+    assert (reply.stopping, reply.not_cancelled, reply.cancelled) == (
+        [stoppable],
+        [unstoppable],
+        [],
+    )
+    assert h.sent(A) == [m.StopTasks(task_ids=[stoppable])]
+    assert h.sent(old) == []  # a subworker without FEATURE_CANCEL is never sent one
+    assert h.status(stoppable).status is TaskStatus.RUNNING  # until its outcome comes
+    stopped = m.TaskOutcome(
+        task_id=stoppable,
+        status=TaskStatus.CANCELLED,
+        error=m.ErrorInfo(code="task_cancelled", message="cancelled while it ran"),
+    )
+    h.send(A, m.TasksDone(outcomes=[stopped]))
+    assert h.status(stoppable).status is TaskStatus.CANCELLED
+    assert h.core.counters.cancelled == 1
+
+
+def test_cancelling_a_task_the_control_plane_runs_itself_stops_its_local_run() -> None:
+    h = Harness(local_execution=True)
+    (task_id,) = h.submit("add")
+    (start,) = h.core.local_starts
+    h.core.local_starts.clear()
+    h.send(CLIENT, m.CancelTasks(request_id=8, task_ids=[start.task_id]))
+    (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.CancelReply)]
+    assert reply.stopping == [task_id]
+    assert h.core.local_stops == [task_id]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from fastworker.client import Retry
+from fastworker.client import Retry, is_cancelled
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import TaskStatus, decode_value, encode_value
 from fastworker.protocol.messages import TaskAssignment, TaskOutcome
@@ -51,6 +51,16 @@ async def asks_again(countdown: float) -> None:
         raise Retry(countdown=countdown) from exc
 
 
+def polite() -> str:
+    """A sync task that looks at the cancel flag between steps."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if is_cancelled():
+            return "stopped early"
+        time.sleep(0.005)
+    return "ran to its end"
+
+
 def wait_for_release() -> str:
     release.wait(WAIT)
     return "released"
@@ -89,6 +99,7 @@ def _registry() -> TaskRegistry:
     registry.register(Task(add_async))
     registry.register(Task(boom))
     registry.register(Task(flaky))
+    registry.register(Task(polite))
     registry.register(Task(asks_again))
     registry.register(Task(wait_for_release))
     registry.register(Task(sleep_long))
@@ -282,3 +293,37 @@ async def test_retry_raised_by_a_task_asks_with_its_countdown_and_its_cause(
     assert (outcome.status, outcome.retry, outcome.retry_delay) == (TaskStatus.FAILED, True, 7.5)
     assert outcome.error is not None
     assert outcome.error.remote_type == "builtins.KeyError"  # what it was raised from
+
+
+async def test_a_cancelled_async_task_stops_at_its_next_await(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    run = runner.start(_assignment("sleep_long"), outcomes)
+    await asyncio.sleep(0)  # let it reach its await
+    run.cancel()
+    (outcome,) = await outcomes.wait(1)
+    assert outcome.status is TaskStatus.CANCELLED
+    assert outcome.error is not None
+    assert outcome.error.code == "task_cancelled"
+    assert "interrupted at its next await" in outcome.error.message
+
+
+async def test_a_cancelled_sync_task_sees_the_flag_and_ends_cancelled(
+    runner: TaskRunner,
+) -> None:
+    outcomes = _Outcomes()
+    run = runner.start(_assignment("polite"), outcomes)
+    run.cancel()
+    (outcome,) = await outcomes.wait(1)
+    assert outcome.status is TaskStatus.CANCELLED  # whatever it returned
+    assert outcome.error is not None
+    assert "a sync task is not interrupted" in outcome.error.message
+    assert not is_cancelled()  # the flag belongs to the task's own run only
+
+
+async def test_cancelling_a_finished_run_changes_nothing(runner: TaskRunner) -> None:
+    outcomes = _Outcomes()
+    run = runner.start(_assignment("add", 1, 2), outcomes)
+    (outcome,) = await outcomes.wait(1)
+    run.cancel()
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert not run.cancel_requested

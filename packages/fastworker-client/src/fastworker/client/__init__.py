@@ -33,6 +33,7 @@ from ._version import FEATURES, __version__
 from .client import Client, CompletionCallback, TaskCall
 from .options import Retries, Retry
 from .results import TaskResult
+from .running import is_cancelled
 from .sync import DEFAULT_RESULT_WAIT, SyncClient, SyncCompletionCallback
 from .tasks import (
     Task,
@@ -82,6 +83,7 @@ __all__ = [
     "current_client",
     "default_registry",
     "get_default_client",
+    "is_cancelled",
     "set_default_client",
     "task",
     "use_client",

@@ -425,8 +425,11 @@ class Client:
     # --- queries --------------------------------------------------------------------------
 
     async def cancel(self, *task_ids: str) -> m.CancelReply:
-        """Cancel queued tasks: they never run and their waiters get TaskCancelledError.
-        Tasks already running or finished are listed in ``not_cancelled``."""
+        """Cancel tasks: queued and scheduled ones never run (``cancelled``); running ones
+        are stopped by their subworkers (``stopping``): an async task at its next await,
+        a sync one when it returns (it sees ``is_cancelled()``); either way its waiters
+        get TaskCancelledError, whose message says which. Finished tasks, and tasks
+        running on a subworker too old to stop them, are in ``not_cancelled``."""
         self._running_loop()  # not started: NotConnectedError, even with no ids
         reply = m.CancelReply(request_id=0)
         for chunk in in_chunks(list(task_ids), MAX_IDS_PER_MESSAGE):
@@ -438,6 +441,7 @@ class Client:
             reply.cancelled += part.cancelled
             reply.not_cancelled += part.not_cancelled
             reply.unknown += part.unknown
+            reply.stopping += part.stopping
         return reply
 
     async def status(self, task_id: str, *, include_payloads: bool = False) -> m.TaskInfo:

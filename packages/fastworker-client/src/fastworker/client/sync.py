@@ -384,7 +384,7 @@ class SyncClient:
 
     def cancel(self, *task_ids: str) -> m.CancelReply:
         """Cancel queued tasks: they never run and their waiters get TaskCancelledError.
-        Tasks already running or finished are listed in ``not_cancelled``."""
+        As :meth:`fastworker.client.Client.cancel`: running tasks are in ``stopping``."""
         return self._request(lambda client: client.cancel(*task_ids))
 
     def status(self, task_id: str, *, include_payloads: bool = False) -> m.TaskInfo:

@@ -31,6 +31,7 @@ STATUSES: Final = [s.value for s in TaskStatus]
 PRETTY_LIMIT: Final = 64 * 1024
 """Characters of a payload shown in the page; the JSON twin has all of it."""
 _RETRYABLE: Final = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+_CANCELLABLE: Final = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RUNNING})
 
 
 def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
             "cancelled": counters.cancelled,
             "requeued": counters.requeued,
             "fenced": counters.fenced,
+            "scheduled": counters.scheduled,
+            "retried": counters.retried,
         },
         "workers": [_worker_view(w, now) for w in overview.workers],
         "task_names": sorted(overview.task_names),
@@ -133,6 +136,7 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         "duration": _span(info.started_at, info.finished_at),
         "latency": _span(info.queued_at, info.finished_at),
         "attempts": info.attempts,
+        "not_before": info.not_before,
         "error": None
         if error is None
         else {
@@ -141,7 +145,7 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
             "remote_type": error.remote_type,
             "traceback": error.traceback,
         },
-        "can_cancel": info.status is TaskStatus.QUEUED,
+        "can_cancel": info.status in _CANCELLABLE,
         "can_retry": info.status in _RETRYABLE,
     }
 

@@ -652,10 +652,14 @@ class _Dashboard:
         if task_id in reply.cancelled:
             outcome, status, kind = "cancelled", 200, "ok"
             message = f"Cancelled task {short_id(task_id)}."
+        elif task_id in reply.stopping:
+            outcome, status, kind = "stopping", 202, "ok"
+            message = f"Task {short_id(task_id)} is running: its worker was asked to stop it."
         elif task_id in reply.not_cancelled:
             outcome, status, kind = "not_cancelled", 409, "warn"
             message = (
-                f"Task {short_id(task_id)} was not cancelled: it is already running or finished."
+                f"Task {short_id(task_id)} was not cancelled: it has finished, or runs on a "
+                "worker that cannot stop it."
             )
         else:
             outcome, status, kind = "unknown", 404, "error"

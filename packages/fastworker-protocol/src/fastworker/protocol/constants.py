@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
+    "FEATURE_CANCEL",
     "FEATURE_DELAY",
     "FEATURE_LEASES",
     "FEATURE_RETRIES",
@@ -94,3 +95,7 @@ FEATURE_DELAY: Final = "delay"
 FEATURE_RETRIES: Final = "retries"
 """A control plane that retries a task by its :class:`~fastworker.protocol.messages.RetryPolicy`,
 and a subworker that reports which failures to retry. Protocol 1.1."""
+
+FEATURE_CANCEL: Final = "cancel"
+"""A subworker that stops a running task on :class:`~fastworker.protocol.messages.StopTasks`.
+Protocol 1.1."""

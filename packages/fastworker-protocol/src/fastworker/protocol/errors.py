@@ -32,7 +32,7 @@ cross the wire are rebuilt as the same classes on the other side.
         ├── TaskFailedError           the task raised; carries remote type, message, traceback
         ├── TaskTimeoutError          the task ran past its own time limit
         ├── WorkerLostError           its subworker died or went silent, retries exhausted
-        └── TaskCancelledError        cancelled before it ran
+        └── TaskCancelledError        cancelled before it ran, or stopped while running
 
 Each class has a stable ``code``: the string that names it on the wire. A receiver
 rebuilds the error with :func:`error_from_code`; a code it does not know (from a newer
@@ -281,7 +281,8 @@ class WorkerLostError(TaskError):
 
 
 class TaskCancelledError(TaskError):
-    """The task was cancelled before it ran."""
+    """The task was cancelled: before it ran, or while it ran (the message says how it
+    stopped)."""
 
     code = "task_cancelled"
 

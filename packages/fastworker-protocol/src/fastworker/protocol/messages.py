@@ -53,6 +53,7 @@ __all__ = [
     "RetryPolicy",
     "StatusQuery",
     "StatusReply",
+    "StopTasks",
     "SubmitBatch",
     "SubmitTask",
     "TaskAssignment",
@@ -414,10 +415,13 @@ class CancelReply(_Message, tag="cancelled"):
 
     request_id: RequestId
     cancelled: IdList = []
-    """Were queued and will never run."""
+    """Were queued or scheduled and will never run."""
     not_cancelled: IdList = []
-    """Already running or finished."""
+    """Already finished, or running where they cannot be stopped (a 1.0 subworker)."""
     unknown: IdList = []
+    stopping: IdList = []
+    """Protocol 1.1: running; their subworkers were asked to stop them, and each ends
+    ``cancelled`` (the outcome says how)."""
 
 
 class StatusReply(_Message, tag="status_reply"):
@@ -531,6 +535,15 @@ class HandBack(_Message, tag="hand_back"):
     task_ids: IdList
 
 
+class StopTasks(_Message, tag="stop"):
+    """Control plane to a subworker that listed :data:`~fastworker.protocol.FEATURE_CANCEL`:
+    stop these running tasks (cancelled by a client). Each ends with a ``cancelled``
+    outcome: an async task at its next ``await``, a sync one when it returns (it can see
+    the request through ``is_cancelled()``). Protocol 1.1."""
+
+    task_ids: IdList
+
+
 class Goodbye(_Message, tag="goodbye"):
     """A peer is closing its connection on purpose."""
 
@@ -561,6 +574,7 @@ Message = (
     | Dispatch
     | TasksDone
     | HandBack
+    | StopTasks
     | Goodbye
 )
 """Any message that may appear in a frame."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 __version__ = "0.1.1.dev0"
 FEATURES: frozenset[str] = frozenset(
     {
+        "delay",
         "drain",
         "journal",
         "leases",
+        "retries",
     }
 )

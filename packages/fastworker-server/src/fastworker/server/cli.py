@@ -574,8 +574,10 @@ async def _cancel(options: argparse.Namespace) -> int:
         reply = await client.cancel(*options.task_ids)
     for task_id in reply.cancelled:
         print(f"{task_id} cancelled")
+    for task_id in reply.stopping:
+        print(f"{task_id} running: its worker was asked to stop it")
     for task_id in reply.not_cancelled:
-        print(f"{task_id} not cancelled: already running or finished")
+        print(f"{task_id} not cancelled: finished, or running on a worker that cannot stop it")
     for task_id in reply.unknown:
         print(f"{task_id} unknown")
     return EXIT_OK if not reply.not_cancelled and not reply.unknown else EXIT_REFUSED

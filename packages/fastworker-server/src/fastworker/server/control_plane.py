@@ -187,7 +187,7 @@ class ControlPlane:
                 peer.outbox.put(m.ErrorReply(request_id=None, error=error_info(exc)))
                 continue
             if frame.minor < _MINOR:
-                core.speaks_minor(peer.id, frame.minor)
+                core.peers.speaks_minor(peer.id, frame.minor)
             for message in frame.messages:
                 core.handle(peer, message, now)
         self._end_turn_soon()
@@ -265,6 +265,12 @@ class ControlPlane:
                 run = self._runner.start(assignment, self._local_run_done)
                 self._local_runs[assignment.task_id] = run
             core.local_starts.clear()
+        if core.local_stops:
+            for task_id in core.local_stops:
+                run = self._local_runs.get(task_id)
+                if run is not None:
+                    run.cancel()
+            core.local_stops.clear()
         if core.closes:
             for peer_id in core.closes:
                 peer = self._peer(peer_id)

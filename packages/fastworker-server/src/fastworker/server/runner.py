@@ -19,12 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from fastworker.client.options import Retry, exception_name
+from fastworker.client.running import enter_run, leave_run
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import (
     MAX_PAYLOAD_BYTES,
     FastworkerError,
     FrameTooLargeError,
     InvalidArgumentsError,
+    TaskCancelledError,
     TaskFailedError,
     TaskStatus,
     TaskTimeoutError,
@@ -48,11 +50,13 @@ class Run:
     """One task started by :meth:`TaskRunner.start`; its outcome reaches the callback
     once, unless the run is discarded first."""
 
-    __slots__ = ("_on_done", "assignment", "async_task", "finished", "timer")
+    __slots__ = ("_on_done", "assignment", "async_task", "cancel_requested", "finished", "timer")
 
     def __init__(self, assignment: TaskAssignment, on_done: OutcomeCallback) -> None:
         self.assignment = assignment
         self.finished = False
+        self.cancel_requested = False
+        """Set by :meth:`cancel`; the task's code reads it through ``is_cancelled()``."""
         self._on_done = on_done
         self.timer: asyncio.TimerHandle | None = None
         """Reports the time limit's outcome for a sync task, unless it finishes first."""
@@ -66,12 +70,25 @@ class Run:
         if self.async_task is not None:
             self.async_task.cancel()
 
+    def cancel(self) -> None:
+        """Stop the task for a client that cancelled it: an async one gets
+        ``CancelledError`` at its next await; a sync one cannot be interrupted, so it
+        sees ``is_cancelled()`` and its outcome is ``cancelled`` whenever it returns."""
+        if self.finished or self.cancel_requested:
+            return
+        self.cancel_requested = True
+        if self.async_task is not None:
+            self.async_task.cancel()
+
     def report(self, outcome: TaskOutcome) -> None:
         """Hand the outcome to the callback, if nothing has ended the run yet."""
         if self.finished:
             return  # timed out or discarded already: a late value is dropped
         self.finished = True
         self._stop_timer()
+        if self.cancel_requested and outcome.status is not TaskStatus.CANCELLED:
+            how = "a sync task is not interrupted: it ran until it returned"
+            outcome = _stopped(outcome.task_id, outcome.worker_id, outcome.started_at, how)
         self._on_done(outcome)
 
     def _stop_timer(self) -> None:
@@ -130,7 +147,7 @@ class TaskRunner:
         if limit is not None:
             run.timer = self._loop.call_later(limit, self._expire, run, started, limit)
         self._threads.submit(
-            functools.partial(self._run_sync, task, assignment, started),
+            functools.partial(self._run_sync, task, run, started),
             run.report,
         )
         return run
@@ -141,10 +158,10 @@ class TaskRunner:
         error = _error_info(_timed_out(run.assignment, limit))
         run.report(self._failed(run.assignment, started, error))
 
-    def _run_sync(
-        self, task: Task[..., object], assignment: TaskAssignment, started: float
-    ) -> TaskOutcome:
+    def _run_sync(self, task: Task[..., object], run: Run, started: float) -> TaskOutcome:
         """The whole of a sync task, on its thread: arguments, call, encoded value."""
+        assignment = run.assignment
+        token = enter_run(run)
         try:
             args, kwargs = _arguments(task, assignment)
             value = task.fn(*args, **kwargs)
@@ -153,11 +170,14 @@ class TaskRunner:
             return self._failed(assignment, started, _error_info(exc))
         except Exception as exc:
             return self._raised(assignment, started, exc)
+        finally:
+            leave_run(token)
 
     async def _run_async(
         self, task: Task[..., object], run: Run, started: float, limit: float | None
     ) -> None:
         assignment = run.assignment
+        enter_run(run)  # this asyncio task's own context: nothing to reset
         try:
             args, kwargs = _arguments(task, assignment)
             call = cast("Awaitable[Any]", task.fn(*args, **kwargs))
@@ -169,6 +189,11 @@ class TaskRunner:
                 except asyncio.TimeoutError:
                     raise _timed_out(assignment, limit) from None
             outcome = self._succeeded(assignment, started, value)
+        except asyncio.CancelledError:
+            if not run.cancel_requested:
+                raise  # discarded (a drain, a stop): nothing is reported
+            how = "an async task is interrupted at its next await"
+            outcome = _stopped(assignment.task_id, self.worker_id, started, how)
         except FastworkerError as exc:
             outcome = self._failed(assignment, started, _error_info(exc))
         except Exception as exc:
@@ -235,6 +260,19 @@ def _timed_out(assignment: TaskAssignment, limit: float) -> TaskTimeoutError:
 
 def _error_info(exc: FastworkerError) -> ErrorInfo:
     return ErrorInfo(code=exc.remote_code, message=exc.message[:_TRACEBACK_LIMIT])
+
+
+def _stopped(task_id: str, worker_id: str, started: float | None, how: str) -> TaskOutcome:
+    """The outcome of a run a client cancelled: ``cancelled``, saying how it stopped."""
+    error = TaskCancelledError(f"task {task_id} was cancelled while it ran; {how}")
+    return TaskOutcome(
+        task_id=task_id,
+        status=TaskStatus.CANCELLED,
+        error=_error_info(error),
+        worker_id=worker_id,
+        started_at=started,
+        finished_at=time.time(),
+    )
 
 
 def _matches(exc: BaseException, names: list[str]) -> bool:

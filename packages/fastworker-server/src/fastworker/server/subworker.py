@@ -19,6 +19,7 @@ from fastworker.protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
+    FEATURE_CANCEL,
     FEATURE_LEASES,
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
@@ -162,7 +163,7 @@ class Subworker:
                 pid=os.getpid(),
                 library_version=__version__,
                 auth_token=self.settings.auth_token or "",
-                features=[FEATURE_LEASES],
+                features=[FEATURE_LEASES, FEATURE_CANCEL],
             )
         )
         if self._draining:
@@ -174,6 +175,11 @@ class Subworker:
             case m.Dispatch(tasks=assignments):
                 for assignment in assignments:
                     self._start(assignment)
+            case m.StopTasks(task_ids=task_ids):
+                for task_id in task_ids:
+                    run = self._running.get(task_id)
+                    if run is not None:
+                        run.cancel()
             case m.WorkerWelcome():
                 self._heartbeat_interval = message.heartbeat_interval
                 self._lease_timeout = message.lease_timeout

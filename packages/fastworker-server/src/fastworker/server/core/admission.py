@@ -99,7 +99,7 @@ class Admission:
                 timeout=request.timeout,
                 queued_at=wall,
                 idempotency_key=request.idempotency_key,
-                retry=request.retry,
+                retry=request.retry if request.retry is not None else self._own_retry(request.name),
             )
             if request.notify:
                 task.watchers.add(peer_id)
@@ -144,6 +144,14 @@ class Admission:
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise InvalidArgumentsError("arguments must be a list and keyword arguments a map")
         task.check_arguments(args, kwargs)  # pyright: ignore[reportUnknownArgumentType]
+
+    def _own_retry(self, name: str) -> m.RetryPolicy | None:
+        """The retry policy of a task this control plane imports, for a submission by
+        name that carries none (a web app that does not import the task module)."""
+        task = self.registry.get(name)
+        if task is None or task.retry is None:
+            return None
+        return task.retry.policy()
 
     def known_task_names(self) -> list[str]:
         """Names the control plane or a connected subworker can run, sorted; cached until

@@ -10,12 +10,10 @@ records are ``now + wall_offset``.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import random
 from collections.abc import Iterable
-from typing import TypeVar
 
 import msgspec
 
@@ -24,9 +22,7 @@ from fastworker.protocol import (
     FEATURE_DELAY,
     FEATURE_RETRIES,
     MAX_MESSAGES_PER_FRAME,
-    AuthenticationError,
     FastworkerError,
-    LeaseError,
     ProtocolError,
     TaskStatus,
     WorkerState,
@@ -41,6 +37,7 @@ from .cache import ResultCache
 from .durability import Durability
 from .fleet import Fleet
 from .limiter import LogLimiter
+from .peers import Peers
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
 from .timers import backoff
@@ -48,8 +45,6 @@ from .timers import backoff
 __all__ = ["CLIENT_FEATURES", "Connection", "ControlPlaneCore"]
 
 log = logging.getLogger("fastworker.control_plane")
-
-_TaskReply = TypeVar("_TaskReply", m.StatusReply, m.HistoryReply)
 
 _WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
@@ -75,8 +70,7 @@ class ControlPlaneCore:
         self.settings = settings
         self._rng = rng or random.Random()
         """Jitter of retry backoffs; a test passes a seeded one."""
-        self._minor_zero: set[int] = set()
-        """Connections that speak protocol 1.0: they are never sent a 1.1 status."""
+
         self.id = control_plane_id
         self.library_version = library_version
         self.wall_offset = wall_offset
@@ -94,7 +88,6 @@ class ControlPlaneCore:
         path = self.durability.journal.path
         self.journal_path = path if path == MEMORY_JOURNAL_PATH else os.path.abspath(path)
         """As the overview shows it: a file's absolute path, or ``:memory:``."""
-        self._authenticated: set[int] = set()
         self._fenced_log = LogLimiter(log, interval=10.0)
         self.local: WorkerRecord | None = None
         if settings.local_execution:
@@ -113,7 +106,10 @@ class ControlPlaneCore:
         self.sends: list[tuple[int, m.Message]] = []
         """Messages to send: the shell empties this list, never replaces it."""
         self.local_starts: list[m.TaskAssignment] = []
+        self.local_stops: list[str] = []
+        """Tasks the control plane runs itself that a client cancelled."""
         self.closes: list[int] = []
+        self.peers = Peers(settings.auth_token, self.counters, self.sends, self._fenced_log)
         self.fleet = Fleet(
             settings,
             control_plane_id=control_plane_id,
@@ -140,12 +136,11 @@ class ControlPlaneCore:
             self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=error_info(exc))))
 
     def _handle(self, peer: Connection, message: m.Message, now: float) -> None:
-        if self.settings.auth_token is not None and peer.id not in self._authenticated:
-            self._authenticate(peer, message)
+        self.peers.check(peer, message)
         if isinstance(message, _WORKER_MESSAGES):
             worker = self.fleet.by_peer.get(peer.id)
             if worker is None:
-                self._refuse_non_worker(peer, message, now)
+                self.peers.refuse_non_worker(peer, message, now)
                 return
             worker.last_heard = now
             worker.last_heartbeat = now + self.wall_offset
@@ -174,12 +169,12 @@ class ControlPlaneCore:
                 self.sends.append((peer.id, self._cancel(request_id, task_ids, now)))
             case m.StatusQuery(request_id=request_id, task_ids=task_ids):
                 reply = self._status(request_id, task_ids, message.include_payloads)
-                self.sends.append((peer.id, self._for_peer(peer.id, reply)))
+                self.sends.append((peer.id, self.peers.decodable(peer.id, reply)))
             case m.OverviewQuery(request_id=request_id):
                 self.sends.append((peer.id, self.overview(request_id)))
             case m.HistoryQuery():
                 self.sends.append(
-                    (peer.id, self._for_peer(peer.id, self.admission.history(message)))
+                    (peer.id, self.peers.decodable(peer.id, self.admission.history(message)))
                 )
             case m.ClientHello(request_id=request_id):
                 welcome = m.Welcome(
@@ -226,39 +221,6 @@ class ControlPlaneCore:
         for task in self.durability.restore(now, self.wall_offset, self.settings.max_attempts):
             self._finish(task, self.durability.lost_outcome(task, wall), now)
         self.scheduler.release_due(now)  # what fell due while the control plane was down
-
-    def _authenticate(self, peer: Connection, message: m.Message) -> None:
-        token = self.settings.auth_token
-        assert token is not None
-        presented = (
-            message.auth_token if isinstance(message, m.ClientHello | m.WorkerHello) else None
-        )
-        if presented is None:
-            raise AuthenticationError(
-                "this control plane requires a shared secret: start with a hello that "
-                "carries it (--auth-token or FASTWORKER_AUTH_TOKEN)"
-            )
-        if not hmac.compare_digest(presented.encode(), token.encode()):
-            raise AuthenticationError("wrong shared secret")
-        self._authenticated.add(peer.id)
-
-    def _refuse_non_worker(self, peer: Connection, message: m.Message, now: float) -> None:
-        """A connection that never registered as a subworker sent what only one may."""
-        if isinstance(message, m.Heartbeat):
-            return  # harmless, and an old subworker may heartbeat before its welcome
-        count = len(message.outcomes) if isinstance(message, m.TasksDone) else 1
-        self.counters.fenced += count
-        self._fenced_log.warning(
-            now,
-            "refused %s from %s: not a registered subworker",
-            type(message).__name__,
-            peer.address,
-        )
-        error = LeaseError(
-            f"{type(message).__name__} refused: this connection is not a registered subworker, "
-            "and only the subworker holding a task's lease may report on it"
-        )
-        self.sends.append((peer.id, m.ErrorReply(request_id=None, error=error_info(error))))
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -380,11 +342,25 @@ class ControlPlaneCore:
                 )
                 self._finish(task, outcome, now)
                 reply.cancelled.append(task_id)
+            elif task is not None and task.status is TaskStatus.RUNNING and self._stop(task):
+                reply.stopping.append(task_id)
             elif task is not None or task_id in self.cache:
                 reply.not_cancelled.append(task_id)
             else:
                 reply.unknown.append(task_id)
         return reply
+
+    def _stop(self, task: TaskState) -> bool:
+        """Ask whoever runs ``task`` to stop it; False if it cannot (a 1.0 subworker).
+        Its outcome, ``cancelled``, comes back like any other."""
+        worker = self.workers.get(task.worker_id)
+        if worker is None and self.local is not None and task.worker_id == self.local.worker_id:
+            self.local_stops.append(task.task_id)
+            return True
+        if worker is None or not worker.cancels or worker.peer_id is None:
+            return False
+        self.sends.append((worker.peer_id, m.StopTasks(task_ids=[task.task_id])))
+        return True
 
     def _status(self, request_id: int, task_ids: list[str], payloads: bool) -> m.StatusReply:
         reply = m.StatusReply(request_id=request_id, tasks=[])
@@ -395,21 +371,6 @@ class ControlPlaneCore:
             else:
                 reply.tasks.append(task.info(payloads=payloads))
         return reply
-
-    def _for_peer(self, peer_id: int, reply: _TaskReply) -> _TaskReply:
-        """A reply a 1.0 peer can decode: it has no ``scheduled`` status (its decoder
-        would refuse the whole frame), so it is told ``queued``."""
-        if peer_id in self._minor_zero:
-            for info in reply.tasks:
-                if info.status is TaskStatus.SCHEDULED:
-                    info.status = TaskStatus.QUEUED
-        return reply
-
-    def speaks_minor(self, peer_id: int, minor: int) -> None:
-        """The shell saw a frame of protocol minor ``minor`` (below this side's) from the
-        connection."""
-        if minor == 0:
-            self._minor_zero.add(peer_id)
 
     def next_due(self) -> float | None:
         """When the earliest scheduled task is due (monotonic), for the shell's one
@@ -442,8 +403,7 @@ class ControlPlaneCore:
 
     def disconnected(self, peer_id: int, now: float) -> None:
         """A connection is gone."""
-        self._authenticated.discard(peer_id)
-        self._minor_zero.discard(peer_id)
+        self.peers.gone(peer_id)
         self.fleet.disconnected(peer_id, now)
 
     def tick(self, now: float) -> None:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from fastworker.protocol import (
+    FEATURE_CANCEL,
     FEATURE_LEASES,
     DuplicateWorkerError,
     TaskStatus,
@@ -81,6 +82,7 @@ class Fleet:
                 last_heard=now,
                 last_heartbeat=now + self.wall_offset,
                 renews_leases=FEATURE_LEASES in hello.features,
+                cancels=FEATURE_CANCEL in hello.features,
                 order=self.scheduler.next_turn(),
             )
             self.workers[worker.worker_id] = worker
@@ -91,6 +93,7 @@ class Fleet:
             worker.slots = hello.concurrency
             worker.task_names = frozenset(hello.task_names)
             worker.renews_leases = FEATURE_LEASES in hello.features
+            worker.cancels = FEATURE_CANCEL in hello.features
         self.admission.names_changed()
         self.sends.append(
             (

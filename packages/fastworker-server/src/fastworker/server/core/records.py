@@ -124,6 +124,8 @@ class WorkerRecord:
     """Wall-clock time of the same, for the admin view."""
     renews_leases: bool = False
     """It lists the tasks it runs in each heartbeat, so each lease has its own deadline."""
+    cancels: bool = False
+    """It stops a running task on ``StopTasks`` (``FEATURE_CANCEL``)."""
     state: WorkerState = WorkerState.CONNECTED
     assigned: set[str] = dataclasses.field(default_factory=set[str])
     tasks_done: int = 0
