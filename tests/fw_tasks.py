@@ -122,3 +122,12 @@ def polite(bound: float) -> str:
             return "stopped early"
         time.sleep(0.01)
     return "ran to its end"
+
+
+@task
+def poison(cure_file: str) -> str:
+    """Fail until ``cure_file`` exists: a task that fails for good until someone fixes
+    what it needs, then is retried from the dead-letter list."""
+    if not os.path.exists(cure_file):
+        raise RuntimeError(f"{cure_file} is missing")
+    return "cured"

@@ -7,6 +7,8 @@ import asyncio
 import datetime
 import itertools
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,5 +120,39 @@ async def test_cancelling_a_running_task_stops_it_and_says_how(
         assert (info.status, info.worker_id) == (TaskStatus.CANCELLED, "sw-1")
         # The slot is free again: the next task runs.
         assert await client.run("add", 1, 2, wait=30) == 3
+    finally:
+        await client.stop()
+
+
+async def test_a_poison_task_lands_in_the_dead_letters_and_runs_again_from_there(
+    processes: Processes, tmp_path: Path
+) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    client = await connect(address)
+    try:
+        processes.subworker(address, "sw-1")
+        await wait_for_workers(client, 1)
+        cure = tmp_path / "cure"
+        task_id = await client.delay("poison", str(cure))
+        with pytest.raises(TaskFailedError, match="is missing"):
+            await client.result(task_id, timeout=30)
+        page = await client.dead_letters()
+        assert [t.task_id for t in page.tasks] == [task_id]
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "fastworker.server.cli", "dead-letters", "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert task_id in listed.stdout
+        cure.touch()
+        retried = await client.retry_dead(task_id)
+        new_id = retried[task_id]
+        assert await client.result(new_id, timeout=30) == "cured"
+        assert (await client.status(new_id)).retry_of == task_id
+        assert (await client.dead_letters()).total == 0
     finally:
         await client.stop()

@@ -112,6 +112,17 @@ async def countdown(client: Client, args: argparse.Namespace) -> dict[str, Any]:
     return {"outcome": outcome, "waited": loop.time() - submitted}
 
 
+async def dead_letters(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """A task that fails for good, then the dead-letter list (or its refusal)."""
+    task_id = await client.delay("fail", "into the dead letters")
+    await _outcome(client, task_id)
+    try:
+        page = await client.dead_letters()
+    except FastworkerError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"task_id": task_id, "listed": [t.task_id for t in page.tasks]}
+
+
 COMMANDS = {
     "roundtrip": roundtrip,
     "submit": submit,
@@ -119,6 +130,7 @@ COMMANDS = {
     "cancel": cancel,
     "batch-keys": batch_keys,
     "countdown": countdown,
+    "dead-letters": dead_letters,
 }
 
 

@@ -211,6 +211,21 @@ async def test_a_countdown_runs_late_or_is_refused_by_an_older_control_plane(
         assert "does not offer" in out["message"]
 
 
+@pytest.mark.needs(client="dead-letters")
+async def test_dead_letters_are_listed_or_refused_by_an_older_control_plane(
+    processes: Processes, sides: dict[str, Side]
+) -> None:
+    address, client, _ = await _cluster(processes, sides)
+    try:
+        out = await run_client(sides["client"], "dead-letters", address)
+    finally:
+        await client.stop()
+    if "dead-letters" in sides["control_plane"].features:
+        assert out["listed"] == [out["task_id"]]
+    else:
+        assert out["error"] == "UnsupportedFeatureError"
+
+
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())

@@ -180,6 +180,7 @@ TASK_INFO_1_1 = msgspec.structs.replace(
     error=ERROR,
     value=m.NIL,
     not_before=1_790_000_010.0,
+    retry_of="4c1d",
 )
 
 SAMPLES_1_1: dict[str, m.Message] = {
@@ -211,6 +212,16 @@ SAMPLES_1_1: dict[str, m.Message] = {
     ),
     "done": m.TasksDone(outcomes=[OUTCOME_RETRY_1_1]),
     "stop": m.StopTasks(task_ids=["a1", "a2"]),
+    "dead_letters": m.DeadLettersQuery(request_id=20, offset=10, limit=20),
+    "dead_letters_reply": m.DeadLettersReply(
+        request_id=20, total=1, tasks=[TASK_INFO_1_1], dropped=3
+    ),
+    "retry_dead": m.RetryDead(request_id=21, task_ids=["a1"], all=False),
+    "retried_dead": m.RetriedDead(
+        request_id=21, task_ids=["a1"], new_ids=["b1"], unknown=["zz"], remaining=2
+    ),
+    "purge_dead": m.PurgeDead(request_id=22, all=True),
+    "purged_dead": m.PurgedDead(request_id=22, purged=5, unknown=["zz"]),
     "cancelled": m.CancelReply(
         request_id=5, cancelled=["a1"], not_cancelled=["a3"], unknown=["a4"], stopping=["a5"]
     ),

@@ -16,6 +16,7 @@ from test_core_state import CLIENT, A, FlakyJournal, Harness, _restart  # pyrigh
 
 from fastworker.protocol import (
     FEATURE_CANCEL,
+    FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_LEASES,
     FEATURE_RETRIES,
@@ -38,6 +39,7 @@ def _fail(
         error=m.ErrorInfo(code="task_failed", message="flaky", remote_type="builtins.OSError"),
         retry=retry,
         retry_delay=delay,
+        finished_at=h.now,  # wall_offset is 0 in the harness
     )
     h.send(conn, m.TasksDone(outcomes=[outcome]))  # pyright: ignore[reportArgumentType]
 
@@ -268,7 +270,7 @@ def test_clients_hear_of_the_features_and_a_1_0_peer_never_of_scheduled() -> Non
     h.send(CLIENT, m.ClientHello(request_id=1))
     (welcome,) = h.sent(CLIENT)
     assert isinstance(welcome, m.Welcome)
-    assert set(welcome.features) == {FEATURE_DELAY, FEATURE_RETRIES}
+    assert set(welcome.features) == {FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS}
     (task_id,) = h.submit("add", countdown=60.0)
     assert h.status(task_id).status is TaskStatus.SCHEDULED
     h.core.peers.speaks_minor(CLIENT.id, 0)
@@ -339,3 +341,91 @@ def test_cancelling_a_task_the_control_plane_runs_itself_stops_its_local_run() -
     (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.CancelReply)]
     assert reply.stopping == [task_id]
     assert h.core.local_stops == [task_id]
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+def _dead_page(h: Harness, offset: int = 0, limit: int = 50) -> m.DeadLettersReply:
+    h.send(CLIENT, m.DeadLettersQuery(request_id=40, offset=offset, limit=limit))
+    (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.DeadLettersReply)]
+    return reply
+
+
+def test_failed_tasks_land_in_the_dead_letter_list_and_cancelled_ones_do_not() -> None:
+    h = Harness(max_attempts=1)
+    h.worker(A, "a")
+    failed, lost, cancelled, succeeded = h.submit("add", "add", "add", "add")
+    _fail(h, A, failed, retry=False)
+    assert h.dispatched(A) == [failed, lost]
+    h.tick(LEASE_SILENCE)  # lost with its only worker: WorkerLostError at max_attempts=1
+    h.send(CLIENT, m.CancelTasks(request_id=41, task_ids=[cancelled]))
+    a_again = type(A)(32, "worker-a-again")
+    h.worker(a_again, "a")
+    assert h.dispatched(a_again) == [succeeded]
+    h.done(a_again, succeeded)
+    page = _dead_page(h)
+    assert [t.task_id for t in page.tasks] == [failed, lost]
+    assert (page.total, page.dropped) == (2, 0)
+    assert [t.error.code for t in page.tasks if t.error] == ["task_failed", "worker_lost"]
+    assert h.core.counters.dead_letters == 2
+
+
+def test_the_dead_letter_list_is_bounded_and_counts_what_it_dropped() -> None:
+    h = Harness(dead_letters=2, result_cache_size=1)
+    h.worker(A, "a", slots=3)
+    ids = h.submit("add", "add", "add")
+    for task_id in ids:
+        _fail(h, A, task_id, retry=False)
+    page = _dead_page(h)
+    assert [t.task_id for t in page.tasks] == ids[1:]  # the oldest went
+    assert page.dropped == 1
+    # Out of the result cache (size 1), a dead letter still answers status().
+    assert h.status(ids[1]).status is TaskStatus.FAILED
+
+
+def test_a_dead_letter_retried_runs_again_as_a_new_task_that_names_it() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal)
+    h.worker(A, "a")
+    first, second = h.submit("add", "add", retry=m.RetryPolicy(retries=1, retry_on=["x.Y"]))
+    for task_id in (first, second):
+        assert h.dispatched(A) == [task_id]
+        _fail(h, A, task_id, retry=False)
+    h.send(CLIENT, m.RetryDead(request_id=42, task_ids=[first, "nope"]))
+    (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.RetriedDead)]
+    assert (reply.task_ids, reply.unknown) == ([first], ["nope"])
+    (new_id,) = reply.new_ids
+    assert new_id != first
+    again = h.status(new_id)
+    assert (again.retry_of, again.status) == (first, TaskStatus.RUNNING)
+    assert h.core.admission.active[new_id].retry is not None  # its options came along
+    assert [t.task_id for t in _dead_page(h).tasks] == [second]
+    assert journal.rows[new_id].retry_of == first
+    h.done(A, new_id)
+    assert h.status(new_id).status is TaskStatus.SUCCEEDED
+    # The rest, by "all"; then the list is empty, and a purge finds nothing.
+    h.send(CLIENT, m.RetryDead(request_id=43, all=True))
+    (reply,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.RetriedDead)]
+    assert (reply.task_ids, reply.remaining) == ([second], 0)
+    h.send(CLIENT, m.PurgeDead(request_id=44, all=True))
+    (purged,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.PurgedDead)]
+    assert purged.purged == 0
+
+
+def test_dead_letters_survive_a_restart_and_a_purge_drops_them() -> None:
+    journal = FlakyJournal()
+    h = Harness(journal=journal, result_cache_size=1)
+    h.worker(A, "a", slots=2)
+    doomed, kept = h.submit("add", "add")
+    _fail(h, A, doomed, retry=False)
+    h.heartbeat(A, kept)
+    h.tick(1.0)  # so that the cache of one keeps the newer, and doomed is only dead
+    _fail(h, A, kept, retry=False)
+    h = _restart(h, journal, result_cache_size=1)
+    assert [t.task_id for t in _dead_page(h).tasks] == [doomed, kept]
+    h.send(CLIENT, m.PurgeDead(request_id=45, task_ids=[doomed, "nope"]))
+    (purged,) = [msg for msg in h.sent(CLIENT) if isinstance(msg, m.PurgedDead)]
+    assert (purged.purged, purged.unknown) == (1, ["nope"])
+    assert doomed not in journal.rows  # neither cached nor dead: deleted
+    assert journal.rows[kept].dead

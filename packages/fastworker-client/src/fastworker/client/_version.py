@@ -7,6 +7,7 @@ __version__ = "0.1.1.dev0"
 FEATURES: frozenset[str] = frozenset(
     {
         "batch-idempotency-keys",
+        "dead-letters",
         "delay",
         "retries",
     }

@@ -24,6 +24,7 @@ from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
     ENV_PREFIX,
+    FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_RETRIES,
     MAX_IDS_PER_MESSAGE,
@@ -481,6 +482,75 @@ class Client:
             ),
             m.HistoryReply,
         )
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    async def dead_letters(self, *, offset: int = 0, limit: int = 50) -> m.DeadLettersReply:
+        """A page of the dead-letter list (tasks that failed for good), oldest first, with
+        the list's length and how many were dropped past its bound.
+
+        Raises:
+            UnsupportedFeatureError: the control plane keeps no dead letters (older).
+        """
+        self._needs(FEATURE_DEAD_LETTERS, "a dead-letter list")
+        return await self._request(
+            lambda rid: m.DeadLettersQuery(request_id=rid, offset=offset, limit=limit),
+            m.DeadLettersReply,
+        )
+
+    async def retry_dead(self, *task_ids: str, all: bool = False) -> dict[str, str]:
+        """Submit dead letters again, each as a new task (whose ``retry_of`` names the old
+        one), and take them off the list. Returns ``{old id: new id}``; ids not in the
+        list are left out. ``all=True`` retries every dead letter, in as many requests as
+        it takes.
+
+        Raises:
+            UnsupportedFeatureError: the control plane keeps no dead letters (older).
+            UnknownTaskError, QueueFullError: refused by the control plane; nothing of that
+                request was submitted.
+        """
+        self._needs(FEATURE_DEAD_LETTERS, "a dead-letter list")
+        retried: dict[str, str] = {}
+        chunks: list[list[str]] = (
+            [[]] if all else list(in_chunks(list(task_ids), MAX_IDS_PER_MESSAGE))
+        )
+        for chunk in chunks:
+            while True:
+                reply = await self._request(
+                    lambda rid, chunk=chunk: m.RetryDead(request_id=rid, task_ids=chunk, all=all),
+                    m.RetriedDead,
+                )
+                retried.update(zip(reply.task_ids, reply.new_ids, strict=True))
+                if not (all and reply.remaining and reply.task_ids):
+                    break
+        return retried
+
+    async def purge_dead(self, *task_ids: str, all: bool = False) -> int:
+        """Drop dead letters (``all=True``: every one); returns how many were dropped.
+
+        Raises:
+            UnsupportedFeatureError: the control plane keeps no dead letters (older).
+        """
+        self._needs(FEATURE_DEAD_LETTERS, "a dead-letter list")
+        purged = 0
+        chunks: list[list[str]] = (
+            [[]] if all else list(in_chunks(list(task_ids), MAX_IDS_PER_MESSAGE))
+        )
+        for chunk in chunks:
+            reply = await self._request(
+                lambda rid, chunk=chunk: m.PurgeDead(request_id=rid, task_ids=chunk, all=all),
+                m.PurgedDead,
+            )
+            purged += reply.purged
+        return purged
+
+    def _needs(self, feature: str, what: str) -> None:
+        self._running_loop()  # not started: NotConnectedError first
+        if feature not in self.features:
+            raise UnsupportedFeatureError(
+                f"the control plane at {self.address} does not offer {what} ({feature!r} is "
+                "not among its features: it runs an older release)"
+            )
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from typing import Any, Final, TypeVar, cast
 from fastworker.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
+    MAX_IDS_PER_MESSAGE,
     ConfigurationError,
     FastworkerError,
     LoopThreadError,
@@ -67,6 +68,9 @@ DEFAULT_RESULT_WAIT: Final = 60.0
 """Seconds :meth:`SyncClient.result`, :meth:`~SyncClient.wait` and :meth:`~SyncClient.run`
 wait by default. ``None`` waits as long as the task runs, and only when asked for."""
 
+_ALL_DEAD_REQUESTS: Final = 8
+"""Requests ``retry_dead(all=True)`` is given time for: one per 4,096 dead letters, and
+the list holds 10,000 by default."""
 _MARGIN: Final = 2.0
 """Seconds a blocking call waits beyond the async call's own bound before giving up on
 the loop thread itself (a callback hogging it, say). It should never be reached."""
@@ -416,6 +420,24 @@ class SyncClient:
                 offset=offset, limit=limit, status=status, priority=priority, name=name
             )
         )
+
+    # --- dead letters -------------------------------------------------------------------
+
+    def dead_letters(self, *, offset: int = 0, limit: int = 50) -> m.DeadLettersReply:
+        """As :meth:`fastworker.client.Client.dead_letters`."""
+        return self._request(lambda client: client.dead_letters(offset=offset, limit=limit))
+
+    def retry_dead(self, *task_ids: str, all: bool = False) -> dict[str, str]:
+        """As :meth:`fastworker.client.Client.retry_dead`."""
+        chunks = -(-len(task_ids) // MAX_IDS_PER_MESSAGE)
+        requests = _ALL_DEAD_REQUESTS if all else max(1, chunks)
+        return self._request(
+            lambda client: client.retry_dead(*task_ids, all=all), requests=requests
+        )
+
+    def purge_dead(self, *task_ids: str, all: bool = False) -> int:
+        """As :meth:`fastworker.client.Client.purge_dead`."""
+        return self._request(lambda client: client.purge_dead(*task_ids, all=all))
 
     # --- plumbing -----------------------------------------------------------------------
 

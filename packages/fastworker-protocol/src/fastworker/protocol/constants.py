@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_CONTROL_PLANE_ADDRESS",
     "DEFAULT_DASHBOARD_HOST",
     "DEFAULT_DASHBOARD_PORT",
+    "DEFAULT_DEAD_LETTERS",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_LEASE_TIMEOUT",
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_TASK_HISTORY_SIZE",
     "ENV_PREFIX",
     "FEATURE_CANCEL",
+    "FEATURE_DEAD_LETTERS",
     "FEATURE_DELAY",
     "FEATURE_LEASES",
     "FEATURE_RETRIES",
@@ -80,6 +82,9 @@ DEFAULT_RESULT_TTL: Final = 3600.0
 DEFAULT_TASK_HISTORY_SIZE: Final = 10_000
 """Recent tasks the control plane remembers for status queries and the dashboard."""
 
+DEFAULT_DEAD_LETTERS: Final = 10_000
+"""Failed tasks the dead-letter list keeps (the oldest are dropped past it, counted)."""
+
 DEFAULT_MAX_QUEUED_TASKS: Final = 1_000_000
 """Tasks the control plane holds before refusing new ones with QueueFullError."""
 
@@ -99,3 +104,7 @@ and a subworker that reports which failures to retry. Protocol 1.1."""
 FEATURE_CANCEL: Final = "cancel"
 """A subworker that stops a running task on :class:`~fastworker.protocol.messages.StopTasks`.
 Protocol 1.1."""
+
+FEATURE_DEAD_LETTERS: Final = "dead-letters"
+"""A control plane that keeps failed tasks in a dead-letter list clients can list, retry
+and purge. Protocol 1.1."""

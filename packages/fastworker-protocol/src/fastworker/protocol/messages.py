@@ -36,6 +36,8 @@ __all__ = [
     "CancelTasks",
     "ClientHello",
     "Counters",
+    "DeadLettersQuery",
+    "DeadLettersReply",
     "Dispatch",
     "ErrorInfo",
     "ErrorReply",
@@ -48,8 +50,12 @@ __all__ = [
     "Message",
     "Overview",
     "OverviewQuery",
+    "PurgeDead",
+    "PurgedDead",
     "QueueDepth",
     "Results",
+    "RetriedDead",
+    "RetryDead",
     "RetryPolicy",
     "StatusQuery",
     "StatusReply",
@@ -248,6 +254,8 @@ class TaskInfo(_Body):
     not_before: Seconds | None = None
     """Protocol 1.1: when a scheduled task becomes due (its ETA, or its next attempt), as
     Unix time."""
+    retry_of: Annotated[str, Meta(max_length=128)] = ""
+    """Protocol 1.1: the dead letter this task was submitted again for."""
 
 
 class WorkerInfo(_Body):
@@ -302,6 +310,8 @@ class Counters(_Body):
     (protocol 1.1)."""
     retried: Count = 0
     """Attempts that failed and were scheduled again (protocol 1.1)."""
+    dead_letters: Count = 0
+    """Tasks in the dead-letter list now (protocol 1.1)."""
 
 
 # --- client -> control plane ------------------------------------------------------------
@@ -375,6 +385,34 @@ class HistoryQuery(_Message, tag="history"):
 
 
 # --- control plane -> client ------------------------------------------------------------
+
+
+class DeadLettersQuery(_Message, tag="dead_letters"):
+    """A page of the dead-letter list, oldest first; answered by
+    :class:`DeadLettersReply`. Protocol 1.1 (``FEATURE_DEAD_LETTERS``)."""
+
+    request_id: RequestId
+    offset: Count = 0
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+
+
+class RetryDead(_Message, tag="retry_dead"):
+    """Submit dead letters again, each as a new task that names it in ``retry_of``, and
+    take them off the list; ``all`` takes the oldest, as many as one reply lists.
+    Answered by :class:`RetriedDead`. Protocol 1.1."""
+
+    request_id: RequestId
+    task_ids: IdList = []
+    all: bool = False
+
+
+class PurgeDead(_Message, tag="purge_dead"):
+    """Drop dead letters (``all``: every one). Answered by :class:`PurgedDead`.
+    Protocol 1.1."""
+
+    request_id: RequestId
+    task_ids: IdList = []
+    all: bool = False
 
 
 class Welcome(_Message, tag="welcome"):
@@ -460,6 +498,35 @@ class HistoryReply(_Message, tag="history_reply"):
     request_id: RequestId
     total: Count
     tasks: Annotated[list[TaskInfo], Meta(max_length=1000)]
+
+
+class DeadLettersReply(_Message, tag="dead_letters_reply"):
+    """Answer to :class:`DeadLettersQuery`: one page, how many dead letters there are,
+    and how many were dropped past the list's bound since the control plane started."""
+
+    request_id: RequestId
+    total: Count
+    tasks: Annotated[list[TaskInfo], Meta(max_length=1000)]
+    dropped: Count = 0
+
+
+class RetriedDead(_Message, tag="retried_dead"):
+    """Answer to :class:`RetryDead`: ``task_ids[i]`` was submitted again as
+    ``new_ids[i]``; ``remaining`` dead letters are left after an ``all``."""
+
+    request_id: RequestId
+    task_ids: IdList = []
+    new_ids: IdList = []
+    unknown: IdList = []
+    remaining: Count = 0
+
+
+class PurgedDead(_Message, tag="purged_dead"):
+    """Answer to :class:`PurgeDead`."""
+
+    request_id: RequestId
+    purged: Count = 0
+    unknown: IdList = []
 
 
 class ErrorReply(_Message, tag="error"):
@@ -559,6 +626,9 @@ Message = (
     | StatusQuery
     | OverviewQuery
     | HistoryQuery
+    | DeadLettersQuery
+    | RetryDead
+    | PurgeDead
     | Welcome
     | Accepted
     | Results
@@ -567,6 +637,9 @@ Message = (
     | StatusReply
     | Overview
     | HistoryReply
+    | DeadLettersReply
+    | RetriedDead
+    | PurgedDead
     | ErrorReply
     | WorkerHello
     | WorkerWelcome

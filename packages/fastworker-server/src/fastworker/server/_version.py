@@ -6,6 +6,7 @@ from __future__ import annotations
 __version__ = "0.1.1.dev0"
 FEATURES: frozenset[str] = frozenset(
     {
+        "dead-letters",
         "delay",
         "drain",
         "journal",

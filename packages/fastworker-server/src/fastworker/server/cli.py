@@ -25,6 +25,7 @@ from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DASHBOARD_HOST,
     DEFAULT_DASHBOARD_PORT,
+    DEFAULT_DEAD_LETTERS,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
@@ -70,6 +71,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -182,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=DEFAULT_TASK_HISTORY_SIZE,
         help="latest tasks kept for history and the dashboard (default: %(default)s)",
+    )
+    cp.add_argument(
+        "--dead-letters",
+        type=_non_negative_int,
+        default=DEFAULT_DEAD_LETTERS,
+        help="tasks that failed for good kept in the dead-letter list, 0 for none "
+        "(default: %(default)s)",
     )
     cp.add_argument(
         "--max-queued-tasks",
@@ -312,11 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(cancel)
     _add_common(cancel)
 
+    dead = commands.add_parser(
+        "dead-letters", help="list, show, retry or purge tasks that failed for good"
+    )
+    dead.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "show", "retry", "purge"],
+        help="list (the default), show ID, retry ID... or --all, purge ID... or --all",
+    )
+    dead.add_argument("task_ids", nargs="*", metavar="ID")
+    dead.add_argument("--all", action="store_true", help="retry or purge every dead letter")
+    dead.add_argument("--offset", type=_non_negative_int, default=0, help="for list")
+    dead.add_argument("--limit", type=_positive_int, default=50, help="for list (at most 1000)")
+    _add_client_flags(dead)
+    _add_common(dead)
+
     listing = commands.add_parser("list", help="list registered tasks and connected subworkers")
     _add_client_flags(listing)
     _add_common(listing)
 
-    for sub in (cp, sw, submit, status, cancel, listing):
+    for sub in (cp, sw, submit, status, cancel, dead, listing):
         _defaults_from_environment(sub)
     return parser
 
@@ -482,6 +514,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
         result_cache_size=options.result_cache_size,
         result_ttl=options.result_ttl,
         history_size=options.history_size,
+        dead_letters=options.dead_letters,
         max_queued_tasks=options.max_queued_tasks,
         heartbeat_interval=options.heartbeat_interval,
         lease_timeout=options.lease_timeout,
@@ -583,6 +616,45 @@ async def _cancel(options: argparse.Namespace) -> int:
     return EXIT_OK if not reply.not_cancelled and not reply.unknown else EXIT_REFUSED
 
 
+async def _dead_letters(options: argparse.Namespace) -> int:
+    action, ids, every = options.action, options.task_ids, options.all
+    if action in ("list", "show") and every:
+        raise ConfigurationError(f"--all is for retry and purge, not {action}")
+    if action == "show" and len(ids) != 1:
+        raise ConfigurationError("show takes one task id")
+    if action in ("retry", "purge") and not (ids or every):
+        raise ConfigurationError(f"{action} takes task ids, or --all")
+    if action in ("retry", "purge") and ids and every:
+        raise ConfigurationError(f"{action} takes task ids or --all, not both")
+    async with _client(options) as client:
+        if action == "list":
+            page = await client.dead_letters(offset=options.offset, limit=min(options.limit, 1000))
+            for info in page.tasks:
+                error = info.error.message if info.error is not None else ""
+                print(f"{info.task_id}  {info.name}  attempts {info.attempts}  {error}")
+            print(f"{page.total} dead letters ({page.dropped} dropped past the bound)")
+        elif action == "show":
+            (task_id,) = ids
+            info = await client.status(task_id, include_payloads=True)
+            import msgspec
+
+            print(msgspec.json.encode(info).decode())
+        elif action == "retry":
+            retried = await client.retry_dead(*ids, all=every)
+            for old, new in retried.items():
+                print(f"{old} submitted again as {new}")
+            missing = [task_id for task_id in ids if task_id not in retried]
+            for task_id in missing:
+                print(f"{task_id} is not a dead letter")
+            return EXIT_REFUSED if missing else EXIT_OK
+        else:
+            purged = await client.purge_dead(*ids, all=every)
+            print(f"{purged} dead letters dropped")
+            if ids and purged < len(set(ids)):
+                return EXIT_REFUSED
+    return EXIT_OK
+
+
 async def _list(options: argparse.Namespace) -> int:
     async with _client(options) as client:
         overview = await client.overview()
@@ -612,6 +684,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "submit": _submit,
     "status": _status,
     "cancel": _cancel,
+    "dead-letters": _dead_letters,
     "list": _list,
 }
 

@@ -63,6 +63,10 @@ class TaskRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     not_before: float | None = None
     """Wall-clock time a scheduled task becomes due."""
     last_error: ErrorInfo | None = None
+    dead: int = 0
+    """Its place in the dead-letter list (larger is newer), which keeps it past the result
+    cache; 0 when not in it."""
+    retry_of: str = ""
 
 
 class Journal(Protocol):

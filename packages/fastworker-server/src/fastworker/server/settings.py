@@ -7,6 +7,7 @@ import os
 
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
+    DEFAULT_DEAD_LETTERS,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
@@ -36,9 +37,11 @@ class ControlPlaneSettings:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    """Dispatches of one task before a lost worker fails it with WorkerLostError."""
+    """Dispatches of one task lost with their worker before it fails with WorkerLostError."""
     history_size: int = DEFAULT_TASK_HISTORY_SIZE
     """Latest tasks kept for history queries and the dashboard, whatever their state."""
+    dead_letters: int = DEFAULT_DEAD_LETTERS
+    """Tasks that failed for good kept in the dead-letter list; 0 keeps none."""
     auth_token: str | None = None
     """Shared secret every client and subworker must present in its hello."""
     allow_unauthenticated: bool = False

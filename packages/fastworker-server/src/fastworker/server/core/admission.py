@@ -8,6 +8,7 @@ import uuid
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
+    MAX_IDS_PER_MESSAGE,
     InvalidArgumentsError,
     QueueFullError,
     TaskStatus,
@@ -18,6 +19,7 @@ from fastworker.protocol import messages as m
 
 from ..settings import ControlPlaneSettings
 from .cache import ResultCache
+from .dead_letters import DeadLetters
 from .records import TaskState, WorkerRecord
 from .scheduler import Scheduler
 
@@ -47,6 +49,7 @@ class Admission:
         """The latest submitted tasks, oldest first: what history queries search."""
         self._scheduler = scheduler
         self.dirty = scheduler.dirty
+        self.dead = DeadLetters(settings.dead_letters, counters, self.dirty)
         self._cache = cache
         self._counters = counters
         self._names: list[str] | None = None
@@ -72,7 +75,7 @@ class Admission:
                     continue
             self.check(request)
             task_id = request.task_id or uuid.uuid4().hex
-            if task_id in new_ids or task_id in self.active or task_id in self._cache:
+            if task_id in new_ids or self.lookup(task_id) is not None:
                 raise InvalidArgumentsError(f"task id {task_id} is already in use")
             new_ids.add(task_id)
             if key is not None:
@@ -112,6 +115,43 @@ class Admission:
             else:
                 self._scheduler.enqueue(task)
         return ids, fresh
+
+    def retry_dead(
+        self, peer_id: int, message: m.RetryDead, now: float, wall: float
+    ) -> tuple[m.RetriedDead, list[str]]:
+        """Submit dead letters again, all or none (as a batch), as new tasks that name
+        them in ``retry_of``; they leave the list. The reply, and the new ids to store
+        before it goes."""
+        dead = self.dead
+        asked = dead.oldest(MAX_IDS_PER_MESSAGE) if message.all else message.task_ids
+        known = [task_id for task_id in dict.fromkeys(asked) if task_id in dead]
+        unknown = [task_id for task_id in asked if task_id not in dead]
+        requests = [_again(dead.get(task_id)) for task_id in known]
+        new_ids: list[str] = []
+        fresh: list[str] = []
+        if requests:
+            new_ids, fresh = self.submit(peer_id, requests, now, wall)
+        for old, new in zip(known, new_ids, strict=True):
+            self.active[new].retry_of = old
+            dead.remove(old)
+        reply = m.RetriedDead(
+            request_id=message.request_id,
+            task_ids=known,
+            new_ids=new_ids,
+            unknown=unknown,
+            remaining=len(dead) if message.all else 0,
+        )
+        return reply, fresh
+
+    def purge_dead(self, message: m.PurgeDead) -> m.PurgedDead:
+        dead = self.dead
+        reply = m.PurgedDead(request_id=message.request_id)
+        for task_id in dead.oldest(len(dead)) if message.all else message.task_ids:
+            if dead.remove(task_id) is None:
+                reply.unknown.append(task_id)
+            else:
+                reply.purged += 1
+        return reply
 
     def restore(self, task: TaskState) -> None:
         """Know a task: a new one, or one read back at start. An unfinished one counts
@@ -186,6 +226,7 @@ class Admission:
             self._counters.cancelled += 1
         else:
             self._counters.failed += 1
+            self.dead.add(task)
         for evicted in self._cache.add(task):
             self._forget(evicted)
 
@@ -200,7 +241,7 @@ class Admission:
             del self.idempotency[key]
 
     def lookup(self, task_id: str) -> TaskState | None:
-        return self.active.get(task_id) or self._cache.get(task_id)
+        return self.active.get(task_id) or self._cache.get(task_id) or self.dead.get(task_id)
 
     def history(self, query: m.HistoryQuery) -> m.HistoryReply:
         # A scan of the bounded window of recent tasks, newest first: its cost does not
@@ -227,3 +268,17 @@ def _start(request: m.TaskRequest, wall: float) -> float:
     if request.eta is not None:
         return request.eta
     return wall
+
+
+def _again(task: TaskState | None) -> m.TaskRequest:
+    """A dead letter as a new submission: same task, arguments and options."""
+    assert task is not None
+    return m.TaskRequest(
+        name=task.name,
+        args=task.args,
+        kwargs=task.kwargs,
+        priority=task.priority,
+        timeout=task.timeout,
+        retry=task.retry,
+        notify=False,
+    )

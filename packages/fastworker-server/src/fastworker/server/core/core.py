@@ -19,6 +19,7 @@ import msgspec
 
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
+    FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_RETRIES,
     MAX_MESSAGES_PER_FRAME,
@@ -48,7 +49,7 @@ log = logging.getLogger("fastworker.control_plane")
 
 _WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
-CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES]
+CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS]
 """What this control plane does for clients beyond protocol 1.0 (``Welcome.features``)."""
 
 
@@ -172,6 +173,20 @@ class ControlPlaneCore:
                 self.sends.append((peer.id, self.peers.decodable(peer.id, reply)))
             case m.OverviewQuery(request_id=request_id):
                 self.sends.append((peer.id, self.overview(request_id)))
+            case m.DeadLettersQuery(request_id=request_id, offset=offset, limit=limit):
+                dead = self.admission.dead
+                page = [task.info(payloads=False) for task in dead.page(offset, limit)]
+                reply = m.DeadLettersReply(
+                    request_id=request_id, total=len(dead), tasks=page, dropped=dead.dropped
+                )
+                self.sends.append((peer.id, reply))
+            case m.RetryDead():
+                reply, fresh = self.admission.retry_dead(
+                    peer.id, message, now, now + self.wall_offset
+                )
+                self.durability.accepted(peer.id, reply, fresh, self.sends)
+            case m.PurgeDead():
+                self.sends.append((peer.id, self.admission.purge_dead(message)))
             case m.HistoryQuery():
                 self.sends.append(
                     (peer.id, self.peers.decodable(peer.id, self.admission.history(message)))
@@ -214,6 +229,10 @@ class ControlPlaneCore:
         taken_back = self.durability.commit(now, self.sends)
         if taken_back:
             self.fleet.withdraw(taken_back, self.local_starts)
+            for task in taken_back:  # a dead letter whose new submission was refused
+                old = self.admission.lookup(task.retry_of) if task.retry_of else None
+                if old is not None and not old.dead:
+                    self.admission.dead.add(old)
 
     def restore(self, now: float) -> None:
         """Read the journal back; call once, before the first message."""
@@ -344,7 +363,7 @@ class ControlPlaneCore:
                 reply.cancelled.append(task_id)
             elif task is not None and task.status is TaskStatus.RUNNING and self._stop(task):
                 reply.stopping.append(task_id)
-            elif task is not None or task_id in self.cache:
+            elif task is not None or self.admission.lookup(task_id) is not None:
                 reply.not_cancelled.append(task_id)
             else:
                 reply.unknown.append(task_id)

@@ -41,7 +41,7 @@ class Durability:
         self.journal = journal
         self.durable = journal.path != MEMORY_JOURNAL_PATH
         self.dirty = admission.dirty
-        self._held: list[tuple[int, m.Accepted, list[str]]] = []
+        self._held: list[tuple[int, m.Accepted | m.RetriedDead, list[str]]] = []
         """Accepted replies waiting for their tasks to be stored, with the new ids."""
         self._admission = admission
         self._scheduler = scheduler
@@ -53,7 +53,7 @@ class Durability:
     def accepted(
         self,
         peer_id: int,
-        reply: m.Accepted,
+        reply: m.Accepted | m.RetriedDead,
         new_ids: list[str],
         sends: list[tuple[int, m.Message]],
     ) -> None:
@@ -147,6 +147,7 @@ class Durability:
             self._admission.restore(task)
         for task in sorted(finished, key=lambda t: t.done):
             self._admission.restore_finished(task)
+        self._admission.dead.restore(t for t in finished if t.dead)
         self._scheduler.restore(queued)
         for task in sorted(scheduled, key=lambda t: t.not_before or 0.0):
             # A time that passed while the control plane was down is due at once.
@@ -201,6 +202,8 @@ def _record(task: TaskState) -> TaskRecord:
         retries_used=task.retries_used,
         not_before=task.not_before,
         last_error=task.last_error,
+        dead=task.dead,
+        retry_of=task.retry_of,
     )
 
 
@@ -225,4 +228,6 @@ def _task(record: TaskRecord) -> TaskState:
         retries_used=record.retries_used,
         not_before=record.not_before,
         last_error=record.last_error,
+        dead=record.dead,
+        retry_of=record.retry_of,
     )

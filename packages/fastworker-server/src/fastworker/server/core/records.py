@@ -75,6 +75,10 @@ class TaskState:
     """The same, monotonic, while the task waits in the timers; None otherwise."""
     last_error: m.ErrorInfo | None = None
     """Why its last attempt failed, while it waits for the next."""
+    dead: int = 0
+    """Its place in the dead-letter list (larger is newer); 0 when not in it."""
+    retry_of: str = ""
+    """The dead letter it was submitted again for."""
 
     @property
     def retries_left(self) -> bool:
@@ -102,6 +106,7 @@ class TaskState:
             kwargs=self.kwargs if payloads else m.NIL,
             value=outcome.value if payloads and outcome is not None else m.NIL,
             not_before=self.not_before if self.status is TaskStatus.SCHEDULED else None,
+            retry_of=self.retry_of,
         )
 
 
