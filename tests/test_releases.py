@@ -57,8 +57,30 @@ def _version_at(repo: Path, revision: str, name: str) -> str:
     return text.split('__version__ = "', 1)[1].split('"', 1)[0]
 
 
+def _golden_samples(repo: Path) -> None:
+    """What a protocol release needs: golden samples of the version it speaks."""
+    golden = repo / "packages/fastworker-protocol/tests/golden" / releases.wire_version(repo)
+    golden.mkdir(parents=True)
+    (golden / "hello.msgpack").write_bytes(b"\x90")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "golden samples")
+
+
 def test_a_release_is_committed_tagged_recorded_and_built_next(repo: Path) -> None:
     record = repo / "releases.toml"
+    # The client's floor names the protocol's next version: the protocol goes first.
+    with pytest.raises(releases.ReleaseError, match="release fastworker-protocol first"):
+        releases.check(repo, "client", "0.1.1", record)
+    _golden_samples(repo)
+    releases.check(repo, "protocol", "0.1.1", record)
+    protocol = releases.make_release(repo, "protocol", "0.1.1", date=TODAY, record=record)
+    assert protocol.wire == releases.wire_version(repo)
+    with pytest.raises(releases.ReleaseError, match="a development version"):
+        releases.check(repo, "client", "0.1.1", record)  # released now, but not yet pinned
+    pyproject = repo / "packages/fastworker-client/pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(">=0.1.1.dev0", ">=0.1.1"))
+    _git(repo, "commit", "-qam", "Pin the released protocol")
+
     releases.check(repo, "client", "0.1.1", record)
     made = releases.make_release(repo, "client", "0.1.1", date=TODAY, record=record)
 
@@ -97,13 +119,9 @@ def test_a_release_that_must_not_be_made_is_refused(repo: Path) -> None:
         with pytest.raises(releases.ReleaseError, match=reason):
             releases.check(repo, name, version, record)
 
-    golden = repo / "packages/fastworker-protocol/tests/golden"
     with pytest.raises(releases.ReleaseError, match="no golden samples"):
         releases.check(repo, "protocol", "0.1.1", record)
-    (golden / releases.wire_version(repo)).mkdir(parents=True)
-    (golden / releases.wire_version(repo) / "hello.msgpack").write_bytes(b"\x90")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "golden samples")
+    _golden_samples(repo)
     releases.check(repo, "protocol", "0.1.1", record)
 
     (repo / "stray.txt").write_text("not committed")
@@ -113,11 +131,12 @@ def test_a_release_that_must_not_be_made_is_refused(repo: Path) -> None:
 
 def test_a_release_with_nothing_unreleased_is_refused(repo: Path) -> None:
     record = repo / "releases.toml"
-    releases.make_release(repo, "client", "0.1.1", date=TODAY, record=record)
+    _golden_samples(repo)
+    releases.make_release(repo, "protocol", "0.1.1", date=TODAY, record=record)
     with pytest.raises(releases.ReleaseError, match="lists no change"):
-        releases.check(repo, "client", "0.1.2", record)
+        releases.check(repo, "protocol", "0.1.2", record)
     with pytest.raises(releases.ReleaseError, match="lists no change"):
-        releases.make_release(repo, "client", "0.1.2", date=TODAY, record=record)
+        releases.make_release(repo, "protocol", "0.1.2", date=TODAY, record=record)
     assert _git(repo, "status", "--porcelain") == ""  # refused before it changed anything
 
 
