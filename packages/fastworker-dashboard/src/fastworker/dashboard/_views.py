@@ -75,6 +75,7 @@ def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
             "fenced": counters.fenced,
             "scheduled": counters.scheduled,
             "retried": counters.retried,
+            "dead_letters": counters.dead_letters,
         },
         "workers": [_worker_view(w, now) for w in overview.workers],
         "task_names": sorted(overview.task_names),
@@ -137,6 +138,7 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         "latency": _span(info.queued_at, info.finished_at),
         "attempts": info.attempts,
         "not_before": info.not_before,
+        "retry_of": info.retry_of or None,
         "error": None
         if error is None
         else {
