@@ -18,6 +18,7 @@ from fastworker.protocol import messages as m
 __all__ = [
     "PRIORITIES",
     "STATUSES",
+    "dead_letters_view",
     "overview_view",
     "pretty",
     "short_id",
@@ -149,6 +150,17 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         },
         "can_cancel": info.status in _CANCELLABLE,
         "can_retry": info.status in _RETRYABLE,
+    }
+
+
+def dead_letters_view(reply: m.DeadLettersReply, offset: int, limit: int) -> dict[str, Any]:
+    """A page of the dead-letter list as plain data, oldest first."""
+    return {
+        "offset": offset,
+        "limit": limit,
+        "total": reply.total,
+        "dropped": reply.dropped,
+        "tasks": [task_view(t) for t in reply.tasks],
     }
 
 
