@@ -4,12 +4,13 @@ stand-in client."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
-from dashboard_fakes import FakeSource
+from dashboard_fakes import ORIGIN, FakeSource, csrf_token
 from fastapi.testclient import TestClient
 
-from fastworker.protocol import TaskStatus
+from fastworker.protocol import TaskPriority, TaskStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +110,122 @@ def test_an_unreachable_control_plane_leaves_the_card_saying_so(
     fragment = http.get("/fragments/dead-letters").text
     assert "Dead letters unavailable: control plane unreachable" in fragment
     assert http.get("/api/dead-letters").status_code == 503
+
+
+def _post(http: TestClient, path: str, *, htmx: bool = False) -> tuple[int, Any]:
+    """POST as the page does; (status, JSON answer or, for htmx, the toast's HTML)."""
+    headers = {"X-CSRF-Token": csrf_token(http.get("/").text), "Origin": ORIGIN}
+    if htmx:
+        headers["HX-Request"] = "true"
+    response = http.post(path, headers=headers)
+    return response.status_code, response.text if htmx else response.json()
+
+
+def test_retry_of_one_answers_with_the_new_task(http: TestClient, fake: FakeSource) -> None:
+    keep = fake.add_dead_letter("other")
+    dead = fake.add_dead_letter("fail", priority=TaskPriority.HIGH, args=["x"], kwargs={"n": 2})
+    html = http.get("/").text
+    assert f'hx-post="/actions/retry-dead/{dead}"' in html
+    status, answer = _post(http, f"/actions/retry-dead/{dead}")
+    assert status == 200, answer
+    new_id = fake.retried_dead[dead]
+    assert answer["outcome"] == "retried"
+    assert (answer["task_id"], answer["new_task_id"]) == (dead, new_id)
+    assert answer["url"] == f"/tasks/{new_id}"
+    assert "Resubmitted dead letter" in answer["message"]
+    assert fake.dead == [keep]
+    again = fake.tasks[new_id]
+    assert (again.name, again.priority, again.retry_of) == ("fail", TaskPriority.HIGH, dead)
+    assert fake.payloads[new_id][:2] == (["x"], {"n": 2})
+    # The page's own button, posted as htmx posts it: a toast that links to the new task.
+    status, toast = _post(http, f"/actions/retry-dead/{keep}", htmx=True)
+    assert status == 200
+    assert 'data-kind="ok"' in toast
+    assert f'href="/tasks/{fake.retried_dead[keep]}"' in toast
+    assert fake.dead == []
+
+
+def test_retry_all_resubmits_every_dead_letter(http: TestClient, fake: FakeSource) -> None:
+    ids = [fake.add_dead_letter() for _ in range(3)]
+    assert 'hx-post="/actions/retry-dead-all"' in http.get("/").text
+    status, answer = _post(http, "/actions/retry-dead-all")
+    assert status == 200, answer
+    assert answer["outcome"] == "retried"
+    assert answer["retried"] == fake.retried_dead
+    assert sorted(answer["retried"]) == sorted(ids)
+    assert answer["message"] == "Resubmitted 3 dead letters."
+    assert fake.dead == []
+    # Nothing left: said so, and the buttons are gone from the card.
+    status, answer = _post(http, "/actions/retry-dead-all")
+    assert (status, answer["outcome"]) == (200, "nothing")
+    assert "retry-dead-all" not in http.get("/").text
+
+
+def test_purge_all_asks_first_and_drops_every_dead_letter(
+    http: TestClient, fake: FakeSource
+) -> None:
+    for _ in range(4):
+        fake.add_dead_letter()
+    html = http.get("/").text
+    button = re.search(r'<button[^>]*data-action="purge-dead-all"[^>]*>', html)
+    assert button is not None
+    assert 'hx-confirm="Purge all 4 dead letters?' in button.group(0)
+    status, toast = _post(http, "/actions/purge-dead-all", htmx=True)
+    assert status == 200
+    assert "Purged 4 dead letters." in toast
+    assert fake.dead == []
+    assert fake.retried_dead == {}
+    assert 'data-total="0"' in http.get("/fragments/dead-letters").text
+
+
+def test_purge_of_one_drops_only_it(http: TestClient, fake: FakeSource) -> None:
+    one, two = fake.add_dead_letter(), fake.add_dead_letter()
+    status, answer = _post(http, f"/actions/purge-dead/{one}")
+    assert (status, answer["outcome"], answer["purged"]) == (200, "purged", 1)
+    assert fake.dead == [two]
+
+
+@pytest.mark.parametrize("action", ["retry-dead", "purge-dead"])
+def test_an_id_not_in_the_list_is_a_404(http: TestClient, fake: FakeSource, action: str) -> None:
+    fake.add_dead_letter()
+    ordinary = fake.add("add", status=TaskStatus.FAILED)  # failed, but retried or purged
+    for task_id in ("nope", ordinary):
+        status, answer = _post(http, f"/actions/{action}/{task_id}")
+        assert status == 404
+        assert (answer["error"], answer["outcome"]) == ("task_not_found", "not_found")
+        assert "holds no task" in answer["message"]
+    assert len(fake.dead) == 1
+    assert fake.retried_dead == {}
+
+
+def test_a_refused_retry_submits_nothing(http: TestClient, fake: FakeSource) -> None:
+    dead = fake.add_dead_letter()
+    fake.refuse_submissions = True
+    status, answer = _post(http, "/actions/retry-dead-all")
+    assert status == 409
+    assert (answer["outcome"], answer["error"]) == ("refused", "unknown_task")
+    assert fake.dead == [dead]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/actions/retry-dead/{id}",
+        "/actions/retry-dead-all",
+        "/actions/purge-dead/{id}",
+        "/actions/purge-dead-all",
+    ],
+)
+def test_an_older_control_plane_answers_the_actions_501(
+    http: TestClient, fake: FakeSource, path: str
+) -> None:
+    dead = fake.add_dead_letter()
+    fake.dead_letters_supported = False
+    status, answer = _post(http, path.format(id=dead))
+    assert status == 501
+    assert (answer["outcome"], answer["error"]) == ("unsupported", "unsupported_feature")
+    assert "keeps no dead-letter list" in answer["message"]
+    status, toast = _post(http, path.format(id=dead), htmx=True)
+    assert 'data-kind="error"' in toast
+    assert "keeps no dead-letter list" in toast
+    assert fake.dead == [dead]

@@ -256,6 +256,12 @@ class _Dashboard:
         self._add("/tasks/{task_id:path}", "task", self.task_page)
         self._add("/actions/cancel/{task_id:path}", "cancel", self.cancel, method="POST")
         self._add("/actions/retry/{task_id:path}", "retry", self.retry, method="POST")
+        retry_dead = self._dead_letter_action(dead_letters.retry)
+        purge_dead = self._dead_letter_action(dead_letters.purge)
+        self._add("/actions/retry-dead/{task_id:path}", "retry_dead", retry_dead, method="POST")
+        self._add("/actions/retry-dead-all", "retry_dead_all", retry_dead, method="POST")
+        self._add("/actions/purge-dead/{task_id:path}", "purge_dead", purge_dead, method="POST")
+        self._add("/actions/purge-dead-all", "purge_dead_all", purge_dead, method="POST")
         self._add("/api/overview", "api_overview", self.api_overview)
         self._add("/api/history", "api_history", self.api_history)
         self._add("/api/dead-letters", "api_dead_letters", self.api_dead_letters)
@@ -760,6 +766,31 @@ class _Dashboard:
                 link_text="open",
             )
         return self._json({"task_id": task_id, "new_task_id": new_id, "url": link})
+
+    def _dead_letter_action(
+        self, act: Callable[[DashboardSource, str | None], Awaitable[dead_letters.Outcome]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of a retry or purge of one dead letter (by ``task_id`` in the path)
+        or of all (no ``task_id``)."""
+
+        async def handler(request: Request) -> Response:
+            refused = self._refuse(request)
+            if refused is not None:
+                return refused
+            client = self.client()
+            try:
+                done = await act(client, request.path_params.get("task_id"))
+            except TransportError as exc:
+                return self._action_unreachable(request, client, exc)
+            link = None
+            if done.new_task_id is not None:
+                link = self.url(request, "task", task_id=done.new_task_id)
+            if _is_htmx(request):
+                return self._toast(request, done.kind, done.message, link=link, link_text="open")
+            url = {} if link is None else {"url": link}
+            return self._json({**done.answer, **url, "message": done.message}, done.status)
+
+        return handler
 
     def _action_unreachable(
         self, request: Request, client: DashboardSource, exc: Exception
