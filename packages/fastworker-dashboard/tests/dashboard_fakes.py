@@ -20,6 +20,7 @@ from fastworker.protocol import (
     TaskPriority,
     TaskStatus,
     UnknownTaskError,
+    UnsupportedFeatureError,
     WorkerState,
     encode_value,
 )
@@ -31,7 +32,12 @@ ORIGIN = "http://testserver"
 class FakeSource:
     """A :class:`DashboardSource` that answers from what the test put in it: tasks added
     with :meth:`add`, workers with :meth:`add_worker`, and the queue depth, counters and
-    task names set on it. ``down`` makes every call fail as an unreachable control plane."""
+    task names set on it. ``down`` makes every call fail as an unreachable control plane.
+
+    Its dead-letter list behaves like the control plane's: oldest first, bounded by
+    ``dead_letter_bound`` (the oldest dropped and counted past it); a retry submits a new
+    task naming the old one in ``retry_of`` and takes it off the list, a purge drops it.
+    ``dead_letters_supported = False`` makes it an older control plane without the list."""
 
     def __init__(self) -> None:
         self.address = "ipc:///fake/control-plane.sock"
@@ -52,6 +58,15 @@ class FakeSource:
         """(path, sync mode, bytes), as the overview reports them."""
         self.workers: list[m.WorkerInfo] = []
         self.task_names: list[str] = []
+        self.dead: list[str] = []
+        """Ids in the dead-letter list, oldest first."""
+        self.dead_letter_bound = 10_000
+        self.dropped = 0
+        self.dead_letters_supported = True
+        self.retried_dead: dict[str, str] = {}
+        """Every dead letter retried so far: {old id: new id}."""
+        self.dead_letter_queries: list[tuple[int, int]] = []
+        """(offset, limit) of each dead-letter page asked for."""
 
     def _check(self) -> None:
         if self.down:
@@ -69,6 +84,7 @@ class FakeSource:
         error: m.ErrorInfo | None = None,
         task_id: str | None = None,
         not_before: float | None = None,
+        retry_of: str = "",
     ) -> str:
         task_id = task_id or uuid.uuid4().hex
         now = time.time()
@@ -87,8 +103,22 @@ class FakeSource:
             attempts=1 if started else 0,
             error=error,
             not_before=not_before,
+            retry_of=retry_of,
         )
         self.payloads[task_id] = (list(args), dict(kwargs or {}), value)
+        return task_id
+
+    def add_dead_letter(self, name: str = "fail", **options: Any) -> str:
+        """A task that failed for good, in the dead-letter list (``options`` as for
+        :meth:`add`)."""
+        options.setdefault(
+            "error", m.ErrorInfo(code="task_failed", message="boom", remote_type="ValueError")
+        )
+        task_id = self.add(name, status=TaskStatus.FAILED, **options)
+        self.dead.append(task_id)
+        if len(self.dead) > self.dead_letter_bound:
+            del self.dead[0]
+            self.dropped += 1
         return task_id
 
     def add_worker(
@@ -117,12 +147,15 @@ class FakeSource:
 
     async def overview(self) -> m.Overview:
         self._check()
+        counters = self.counters
+        if self.dead_letters_supported:
+            counters = msgspec.structs.replace(counters, dead_letters=len(self.dead))
         return m.Overview(
             request_id=1,
             control_plane_id=self.control_plane_id,
             started_at=self.started_at,
             queue_depth=self.depth,
-            counters=self.counters,
+            counters=counters,
             workers=list(self.workers),
             task_names=list(self.task_names),
             library_version="0.1.0",
@@ -193,6 +226,52 @@ class FakeSource:
         calls = list(calls)
         self.submitted.extend(calls)
         return [uuid.uuid4().hex for _ in calls]
+
+    def _check_dead_letters(self) -> None:
+        self._check()
+        if not self.dead_letters_supported:
+            raise UnsupportedFeatureError(
+                f"the control plane at {self.address} does not offer a dead-letter list "
+                "('dead-letters' is not among its features: it runs an older release)"
+            )
+
+    async def dead_letters(self, *, offset: int = 0, limit: int = 50) -> m.DeadLettersReply:
+        self._check_dead_letters()
+        self.dead_letter_queries.append((offset, limit))
+        page = self.dead[offset : offset + limit]
+        return m.DeadLettersReply(
+            request_id=1,
+            total=len(self.dead),
+            tasks=[self.tasks[task_id] for task_id in page],
+            dropped=self.dropped,
+        )
+
+    async def retry_dead(self, *task_ids: str, all: bool = False) -> dict[str, str]:
+        self._check_dead_letters()
+        chosen = list(self.dead) if all else [t for t in task_ids if t in self.dead]
+        if chosen and self.refuse_submissions:  # a batch is refused whole
+            raise UnknownTaskError("no connected worker can run it")
+        retried: dict[str, str] = {}
+        for old in chosen:
+            info = self.tasks[old]
+            args, kwargs, _value = self.payloads[old]
+            retried[old] = self.add(
+                info.name,
+                status=TaskStatus.QUEUED,
+                priority=info.priority,
+                args=args,
+                kwargs=kwargs,
+                retry_of=old,
+            )
+            self.dead.remove(old)
+        self.retried_dead.update(retried)
+        return retried
+
+    async def purge_dead(self, *task_ids: str, all: bool = False) -> int:
+        self._check_dead_letters()
+        chosen = set(self.dead) if all else set(task_ids) & set(self.dead)
+        self.dead = [t for t in self.dead if t not in chosen]
+        return len(chosen)
 
 
 def make_app(fake: FakeSource, prefix: str = "", **options: Any) -> FastAPI:

@@ -33,6 +33,40 @@ def test_a_post_without_the_token_is_refused(
     assert fake.cancelled == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/actions/retry-dead/{id}",
+        "/actions/retry-dead-all",
+        "/actions/purge-dead/{id}",
+        "/actions/purge-dead-all",
+    ],
+)
+def test_a_dead_letter_action_is_guarded_like_the_others(
+    make_http: Callable[..., TestClient], fake: FakeSource, path: str
+) -> None:
+    dead = fake.add_dead_letter()
+    http = make_http(access_token="s3cret")
+    url = path.format(id=dead)
+    bearer = {"Authorization": "Bearer s3cret"}
+    token = csrf_token(http.get("/", headers=bearer).text)
+    for headers in (
+        {"Origin": ORIGIN, **bearer},  # no CSRF token
+        {"X-CSRF-Token": token, "Origin": "http://evil.example", **bearer},
+    ):
+        response = http.post(url, headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["error"] == "forbidden"
+    refused = http.post(url, headers={"X-CSRF-Token": token, "Origin": ORIGIN})
+    assert refused.status_code == 401  # no access token
+    assert http.get(url, headers=bearer).status_code == 405
+    assert fake.dead == [dead]
+    assert fake.retried_dead == {}
+    headers = {"X-CSRF-Token": token, "Origin": ORIGIN, **bearer}
+    assert http.post(url, headers=headers).status_code == 200
+    assert fake.dead == []
+
+
 def test_a_post_with_a_wrong_token_is_refused(
     http: TestClient, fake: FakeSource, queued: str
 ) -> None:

@@ -18,6 +18,7 @@ from fastworker.protocol import messages as m
 __all__ = [
     "PRIORITIES",
     "STATUSES",
+    "dead_letters_view",
     "overview_view",
     "pretty",
     "short_id",
@@ -75,6 +76,7 @@ def overview_view(overview: m.Overview, now: float) -> dict[str, Any]:
             "fenced": counters.fenced,
             "scheduled": counters.scheduled,
             "retried": counters.retried,
+            "dead_letters": counters.dead_letters,
         },
         "workers": [_worker_view(w, now) for w in overview.workers],
         "task_names": sorted(overview.task_names),
@@ -137,6 +139,7 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         "latency": _span(info.queued_at, info.finished_at),
         "attempts": info.attempts,
         "not_before": info.not_before,
+        "retry_of": info.retry_of or None,
         "error": None
         if error is None
         else {
@@ -147,6 +150,17 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         },
         "can_cancel": info.status in _CANCELLABLE,
         "can_retry": info.status in _RETRYABLE,
+    }
+
+
+def dead_letters_view(reply: m.DeadLettersReply, offset: int, limit: int) -> dict[str, Any]:
+    """A page of the dead-letter list as plain data, oldest first."""
+    return {
+        "offset": offset,
+        "limit": limit,
+        "total": reply.total,
+        "dropped": reply.dropped,
+        "tasks": [task_view(t) for t in reply.tasks],
     }
 
 

@@ -42,6 +42,7 @@ from fastworker.protocol import (
     TransportError,
 )
 
+from . import _dead_letters as dead_letters
 from . import _format
 from ._htmx import HTMX_FILE, HTMX_VERSION
 from ._metrics import Sampler
@@ -250,12 +251,20 @@ class _Dashboard:
         self._add("/", "index", self.index)
         self._add("/fragments/live", "live", self.live_fragment)
         self._add("/fragments/history", "history", self.history_fragment)
+        self._add("/fragments/dead-letters", "dead_letters", self.dead_letters_fragment)
         self._add("/fragments/tasks/{task_id:path}", "task_fragment", self.task_fragment)
         self._add("/tasks/{task_id:path}", "task", self.task_page)
         self._add("/actions/cancel/{task_id:path}", "cancel", self.cancel, method="POST")
         self._add("/actions/retry/{task_id:path}", "retry", self.retry, method="POST")
+        retry_dead = self._dead_letter_action(dead_letters.retry)
+        purge_dead = self._dead_letter_action(dead_letters.purge)
+        self._add("/actions/retry-dead/{task_id:path}", "retry_dead", retry_dead, method="POST")
+        self._add("/actions/retry-dead-all", "retry_dead_all", retry_dead, method="POST")
+        self._add("/actions/purge-dead/{task_id:path}", "purge_dead", purge_dead, method="POST")
+        self._add("/actions/purge-dead-all", "purge_dead_all", purge_dead, method="POST")
         self._add("/api/overview", "api_overview", self.api_overview)
         self._add("/api/history", "api_history", self.api_history)
+        self._add("/api/dead-letters", "api_dead_letters", self.api_dead_letters)
         self._add("/api/tasks/{task_id:path}", "api_task", self.api_task)
         self._add("/static/{filename}", "static", self.static, guarded=False)
 
@@ -515,12 +524,31 @@ class _Dashboard:
             "last": query.offset + len(page["tasks"]),
         }
 
+    async def _dead_letters(self, request: Request, *, strict: bool) -> dict[str, Any]:
+        """The dead-letter card's context, paged by ``offset`` and ``limit`` (refused when
+        out of bounds if ``strict``, else clamped)."""
+        if strict:
+            offset = _int_param(request, "offset", 0, 0, 10**9)
+            limit = _int_param(request, "limit", 50, 1, API_MAX_LIMIT)
+        else:
+            offset = _clamped_param(request, "offset", 0, 0, 10**9)
+            limit = _clamped_param(request, "limit", dead_letters.PAGE_SIZE, 1, PAGE_SIZES[-1])
+        client = self.client()
+        try:
+            return await dead_letters.page(client, offset, limit)
+        except TransportError as exc:
+            return dead_letters.card(
+                None, offset, limit, unreachable=self._unreachable(client, exc)
+            )
+
     # --- views ----------------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         query = self._history_query(request, strict=False)
-        live, page = await asyncio.gather(self._live_context(), self._history(query))
-        context = {**live, "history": self._history_context(query, page)}
+        live, page, dead = await asyncio.gather(
+            self._live_context(), self._history(query), self._dead_letters(request, strict=False)
+        )
+        context = {**live, "history": self._history_context(query, page), "dead": dead}
         return self._html(request, "index.html", context, 503 if live["unreachable"] else 200)
 
     async def live_fragment(self, request: Request) -> Response:
@@ -536,6 +564,10 @@ class _Dashboard:
             # A filter or page the user chose: keep it in the address bar for reloads.
             response.headers["HX-Replace-Url"] = self._index_url(request, query)
         return response
+
+    async def dead_letters_fragment(self, request: Request) -> Response:
+        dead = await self._dead_letters(request, strict=False)
+        return self._html(request, "_dead_letters.html", {"dead": dead})
 
     def _index_url(self, request: Request, query: _HistoryQuery) -> str:
         params = query.params()
@@ -591,6 +623,16 @@ class _Dashboard:
                 "tasks": page["tasks"],
             }
         )
+
+    async def api_dead_letters(self, request: Request) -> Response:
+        dead = await self._dead_letters(request, strict=True)
+        if dead["unreachable"] is not None:
+            return self._unreachable_json(dead["unreachable"])
+        if dead["unsupported"]:
+            return self._json(
+                {"error": "unsupported_feature", "message": dead_letters.UNSUPPORTED}, 501
+            )
+        return self._json(dead["list"])
 
     async def api_task(self, request: Request) -> Response:
         context, status = await self._task_context(request.path_params["task_id"])
@@ -724,6 +766,31 @@ class _Dashboard:
                 link_text="open",
             )
         return self._json({"task_id": task_id, "new_task_id": new_id, "url": link})
+
+    def _dead_letter_action(
+        self, act: Callable[[DashboardSource, str | None], Awaitable[dead_letters.Outcome]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of a retry or purge of one dead letter (by ``task_id`` in the path)
+        or of all (no ``task_id``)."""
+
+        async def handler(request: Request) -> Response:
+            refused = self._refuse(request)
+            if refused is not None:
+                return refused
+            client = self.client()
+            try:
+                done = await act(client, request.path_params.get("task_id"))
+            except TransportError as exc:
+                return self._action_unreachable(request, client, exc)
+            link = None
+            if done.new_task_id is not None:
+                link = self.url(request, "task", task_id=done.new_task_id)
+            if _is_htmx(request):
+                return self._toast(request, done.kind, done.message, link=link, link_text="open")
+            url = {} if link is None else {"url": link}
+            return self._json({**done.answer, **url, "message": done.message}, done.status)
+
+        return handler
 
     def _action_unreachable(
         self, request: Request, client: DashboardSource, exc: Exception
