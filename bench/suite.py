@@ -34,7 +34,7 @@ __all__ = [
     "run_plan",
 ]
 
-WORKLOADS = ("W1", "W2", "W3", "priority", "memory", "CLI")
+WORKLOADS = ("W1", "W2", "W3", "delay", "priority", "memory", "CLI")
 """Workload names, in report order; ``--only`` takes these (any case)."""
 JOB_TIMEOUT = 900.0
 """Seconds one workload may take on its cluster before the run is abandoned."""
@@ -57,6 +57,8 @@ MEMORY_TARGETS = {
     "control plane RSS growth/100k": Target("<=", 20.0),
 }
 CLI_TARGETS = {"`fastworker submit --wait`": Target("<", 400.0)}
+DELAY_TARGETS = {"p99 start after due": Target("<=", 100.0)}
+"""A ``countdown=1`` task starts between 1.0 and 1.1 s after its submission."""
 FAN_OUT_SLACK = 1.02
 """W3's target: the ideal makespan plus 2% (5.10 s for 200 x 50 ms on 2 slots)."""
 
@@ -85,6 +87,8 @@ class Sizes:
     memory_warm: int = 20_000
     memory_tasks: int = 100_000
     cli_runs: int = 5
+    delay_tasks: int = 200
+    """Tasks submitted together with a countdown of one second (the delay workload)."""
 
 
 FULL = Sizes()
@@ -156,13 +160,20 @@ def plan(sizes: Sizes) -> list[Stage]:
         MEMORY_TARGETS,
     )
     cli = Job("CLI", lambda c: workloads.cli_submit(c, runs=s.cli_runs), CLI_TARGETS)
+    delay = Job(
+        "delay",
+        lambda c: workloads.countdown_lateness(
+            c, tasks=s.delay_tasks, countdown=1.0, repeats=s.repeats
+        ),
+        DELAY_TARGETS,
+    )
     slots = s.w1_concurrency
     cache = ("--result-cache-size", str(s.cache_size))
     return [
         Stage(ClusterSpec("tcp", subworkers=0, concurrency=slots), (w1(), w2_local)),
         Stage(
             ClusterSpec("tcp", subworkers=1, concurrency=slots),
-            (w1(targets=W1_TARGETS), w1(chunk=s.chunk), w2, cli),
+            (w1(targets=W1_TARGETS), w1(chunk=s.chunk), w2, delay, cli),
         ),
         Stage(
             ClusterSpec("tcp", subworkers=1, concurrency=slots, journal=False), (w1(), w2_memory)

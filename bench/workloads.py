@@ -25,6 +25,7 @@ from fastworker.client import Client, TaskCall, TaskNotFoundError, TaskPriority,
 
 __all__ = [
     "cli_submit",
+    "countdown_lateness",
     "fan_out",
     "fastworker_command",
     "latency",
@@ -199,6 +200,32 @@ async def latency(cluster: Cluster, *, calls: int, repeats: int) -> list[Measure
             runs,
             verified=calls * repeats,
             note=notes.get(name, ""),
+        )
+        for name, runs in stats.items()
+    ]
+
+
+async def countdown_lateness(
+    cluster: Cluster, *, tasks: int, countdown: float, repeats: int
+) -> list[Measurement]:
+    """``tasks`` stamps submitted together with ``countdown``: how late each started after
+    its due time (submission plus the countdown), p50 and p99 of each run, medians."""
+    client = cluster.client
+    stats: dict[str, list[float]] = {"p50": [], "p99": []}
+    for _run in range(repeats):
+        calls = [TaskCall("stamp", (i,), countdown=countdown) for i in range(tasks)]
+        submitted = time.time()
+        ids = await client.delay_many(calls)
+        started = [r.get() for r in await _collect(client, ids)]
+        late = [(start - submitted - countdown) * 1000 for start in started]
+        if min(late) < 0:
+            raise BenchError(f"a countdown task started {-min(late):.1f} ms early")
+        stats["p50"].append(percentile(late, 0.50))
+        stats["p99"].append(percentile(late, 0.99))
+    setup = f"{cluster.spec.describe()}, {tasks} x countdown {countdown:g} s"
+    return [
+        Measurement.of_runs(
+            "delay", setup, f"{name} start after due", "ms", runs, verified=tasks * repeats
         )
         for name, runs in stats.items()
     ]
