@@ -1,4 +1,8 @@
-"""Tasks the cross-package tests run in real control planes and subworkers."""
+"""Tasks the cross-package tests run in real control planes and subworkers.
+
+Only the task API of the first release (0.1.0) is used here: the cross-version tests
+run this module in control planes and subworkers of that release. Tasks that need a
+newer API live in fw_lifecycle_tasks."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import os
 import time
 
-from fastworker.client import TaskPriority, is_cancelled, task
+from fastworker.client import TaskPriority, task
 
 
 @task
@@ -98,36 +102,3 @@ async def arrival() -> int:
     global _arrivals
     _arrivals += 1
     return _arrivals
-
-
-@task(retries=3, retry_backoff=0.3, retry_jitter=False, retry_on=(ConnectionError,))
-def flaky(attempts_file: str, failures: int) -> int:
-    """Fail with ConnectionError ``failures`` times, then succeed; each attempt appends
-    its start time to ``attempts_file``. Returns the number of the attempt that worked."""
-    with open(attempts_file, "a") as out:
-        out.write(f"{time.time()}\n")
-    with open(attempts_file) as attempts:
-        count = sum(1 for _ in attempts)
-    if count <= failures:
-        raise ConnectionError(f"attempt {count} of {failures} planned failures")
-    return count
-
-
-@task
-def polite(bound: float) -> str:
-    """A sync task that looks at ``is_cancelled()`` between steps of at most 10 ms."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if is_cancelled():
-            return "stopped early"
-        time.sleep(0.01)
-    return "ran to its end"
-
-
-@task
-def poison(cure_file: str) -> str:
-    """Fail until ``cure_file`` exists: a task that fails for good until someone fixes
-    what it needs, then is retried from the dead-letter list."""
-    if not os.path.exists(cure_file):
-        raise RuntimeError(f"{cure_file} is missing")
-    return "cured"

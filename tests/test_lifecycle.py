@@ -20,15 +20,18 @@ from fw_waits import SLACK, wait_for_task
 
 pytestmark = pytest.mark.timeout(120)
 
+MODULES = "fw_tasks,fw_lifecycle_tasks"
+"""fw_tasks for stamp, nap and add; fw_lifecycle_tasks for the rest."""
+
 
 async def test_a_flaky_task_is_retried_after_its_backoff_and_returns_its_value(
     processes: Processes, tmp_path: Path
 ) -> None:
     address = processes.address()
-    processes.control_plane(address, "--no-local-execution")
+    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
     client = await connect(address)
     try:
-        processes.subworker(address, "sw-1")
+        processes.subworker(address, "sw-1", task_modules=MODULES)
         await wait_for_workers(client, 1)
         attempts = tmp_path / "attempts.txt"
         task_id = await client.delay("flaky", str(attempts), 2)
@@ -52,10 +55,10 @@ async def test_a_flaky_task_is_retried_after_its_backoff_and_returns_its_value(
 
 async def test_a_countdown_task_starts_after_its_countdown(processes: Processes) -> None:
     address = processes.address()
-    processes.control_plane(address, "--no-local-execution")
+    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
     client = await connect(address)
     try:
-        processes.subworker(address, "sw-1")
+        processes.subworker(address, "sw-1", task_modules=MODULES)
         await wait_for_workers(client, 1)
         submitted = time.time()
         task_id = await client.delay("stamp", "later", countdown=1.0)
@@ -75,7 +78,9 @@ async def test_an_eta_task_survives_kill_9_of_the_control_plane(
 ) -> None:
     journal = str(tmp_path / "eta.sqlite3")
     address = processes.address()
-    first = processes.control_plane(address, "--journal", journal, "--no-local-execution")
+    first = processes.control_plane(
+        address, "--journal", journal, "--no-local-execution", task_modules=MODULES
+    )
     client = await connect(address)
     when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
     try:
@@ -83,8 +88,10 @@ async def test_an_eta_task_survives_kill_9_of_the_control_plane(
         soon = await client.delay("stamp", "soon", countdown=0.2)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)
-        processes.control_plane(address, "--journal", journal, "--no-local-execution")
-        processes.subworker(address, "sw-1")
+        processes.control_plane(
+            address, "--journal", journal, "--no-local-execution", task_modules=MODULES
+        )
+        processes.subworker(address, "sw-1", task_modules=MODULES)
         await wait_for_workers(client, 1)
         await wait_for_task(client, task_id, TaskStatus.SCHEDULED)  # restored, still waiting
         started = await client.result(task_id, timeout=30)
@@ -103,10 +110,10 @@ async def test_cancelling_a_running_task_stops_it_and_says_how(
     processes: Processes, task: str, how: str
 ) -> None:
     address = processes.address()
-    processes.control_plane(address, "--no-local-execution")
+    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
     client = await connect(address)
     try:
-        processes.subworker(address, "sw-1")
+        processes.subworker(address, "sw-1", task_modules=MODULES)
         await wait_for_workers(client, 1)
         task_id = await client.delay(task, 60.0)
         await wait_for_task(client, task_id, TaskStatus.RUNNING)
@@ -128,10 +135,10 @@ async def test_a_poison_task_lands_in_the_dead_letters_and_runs_again_from_there
     processes: Processes, tmp_path: Path
 ) -> None:
     address = processes.address()
-    processes.control_plane(address, "--no-local-execution")
+    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
     client = await connect(address)
     try:
-        processes.subworker(address, "sw-1")
+        processes.subworker(address, "sw-1", task_modules=MODULES)
         await wait_for_workers(client, 1)
         cure = tmp_path / "cure"
         task_id = await client.delay("poison", str(cure))
