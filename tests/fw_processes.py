@@ -154,3 +154,23 @@ async def wait_for_workers(client: Client, count: int, *, timeout: float = START
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(connected)} of {count} subworkers connected")
         await asyncio.sleep(0.05)
+
+
+async def plane_with_workers(
+    processes: Processes,
+    *workers: str,
+    concurrency: int = 1,
+    extra: tuple[str, ...] = (),
+    task_modules: str = "fw_tasks",
+) -> tuple[str, Client]:
+    """A control plane that never runs tasks itself, the named subworkers connected to
+    it, and a started client of it."""
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution", *extra, task_modules=task_modules)
+    client = await connect(address)
+    for worker_id in workers:
+        processes.subworker(
+            address, worker_id, "--concurrency", str(concurrency), task_modules=task_modules
+        )
+    await wait_for_workers(client, len(workers))
+    return address, client

@@ -29,26 +29,14 @@ from fastworker.protocol import (
     encode_frame,
 )
 from fastworker.protocol import messages as m
-from fw_processes import Processes, connect, wait_for_workers
+from fw_processes import Processes, connect, plane_with_workers, wait_for_workers
 from fw_waits import SLACK, Gate, wait_for_task
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def _plane_with_workers(
-    processes: Processes, *workers: str, concurrency: int = 1, extra: tuple[str, ...] = ()
-) -> tuple[str, Client]:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution", *extra)
-    client = await connect(address)
-    for worker_id in workers:
-        processes.subworker(address, worker_id, "--concurrency", str(concurrency))
-    await wait_for_workers(client, len(workers))
-    return address, client
-
-
 async def test_ties_between_idle_subworkers_rotate(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "a", "b", "c")
+    _address, client = await plane_with_workers(processes, "a", "b", "c")
     try:
         ran_on = [await client.run("where", wait=10) for _ in range(9)]
         # Each round of three sequential tasks visits every subworker once.
@@ -75,7 +63,7 @@ async def test_a_slow_subworker_gets_fewer_tasks(processes: Processes) -> None:
 
 
 async def test_a_queued_task_can_be_cancelled_and_its_waiter_is_told(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "busy")
+    _address, client = await plane_with_workers(processes, "busy")
     try:
         gate = Gate(processes.tmp_path)
         running = await client.delay("hold", gate.path)
@@ -97,7 +85,7 @@ async def test_a_queued_task_can_be_cancelled_and_its_waiter_is_told(processes: 
 
 
 async def test_an_idempotency_key_returns_the_first_task(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     try:
         first = await client.delay("echo", "once", idempotency_key="order-42")
         second = await client.delay("echo", "twice", idempotency_key="order-42")
@@ -112,7 +100,7 @@ async def test_an_idempotency_key_returns_the_first_task(processes: Processes) -
 async def test_an_idempotency_key_in_a_batch_returns_the_first_task(
     processes: Processes,
 ) -> None:
-    address, client = await _plane_with_workers(processes, "one")
+    address, client = await plane_with_workers(processes, "one")
     try:
         first = await client.delay("echo", "once", idempotency_key="order-7")
         async with Client(address) as second:
@@ -171,7 +159,7 @@ async def test_a_subworker_with_more_free_slots_than_one_message_lists_gets_them
 async def test_a_batch_over_the_message_limit_is_refused_before_sending(
     processes: Processes,
 ) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     try:
         pending = asyncio.ensure_future(client.run("nap", 0.2, wait=10))
         too_many = [TaskCall("add", (i, 0)) for i in range(MAX_MESSAGES_PER_FRAME + 1)]
@@ -186,7 +174,7 @@ async def test_a_batch_over_the_message_limit_is_refused_before_sending(
 
 
 async def test_cancel_takes_more_ids_than_one_message_lists(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     try:
         gate = Gate(processes.tmp_path)
         running = await client.delay("hold", gate.path)
@@ -219,7 +207,7 @@ async def test_a_full_queue_refuses_new_tasks_and_keeps_the_accepted(processes: 
 
 
 async def test_unknown_task_ids_get_task_not_found(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     try:
         with pytest.raises(TaskNotFoundError):
             await client.result("never-submitted", timeout=10)
@@ -230,7 +218,7 @@ async def test_unknown_task_ids_get_task_not_found(processes: Processes) -> None
 
 
 async def test_oversized_arguments_are_refused_before_sending(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     try:
         with pytest.raises(FrameTooLargeError, match="Pass a reference"):
             await client.delay("echo", b"x" * MAX_FRAME_BYTES)
@@ -242,7 +230,7 @@ async def test_oversized_arguments_are_refused_before_sending(processes: Process
 async def test_an_oversized_frame_gets_a_typed_refusal(processes: Processes) -> None:
     import pynng  # pyright: ignore[reportMissingTypeStubs]
 
-    address, client = await _plane_with_workers(processes, "one")
+    address, client = await plane_with_workers(processes, "one")
     try:
         big = Raw(b"\xc6" + (MAX_FRAME_BYTES).to_bytes(4, "big") + b"\x00" * MAX_FRAME_BYTES)
         frame = encode_frame(
@@ -270,7 +258,7 @@ async def test_starting_a_client_with_no_control_plane_fails_within_its_bound(
 
 
 async def test_calls_after_stop_fail_clearly(processes: Processes) -> None:
-    _address, client = await _plane_with_workers(processes, "one")
+    _address, client = await plane_with_workers(processes, "one")
     await client.stop()
     with pytest.raises(FastworkerError, match="not started"):
         await client.delay("add", 1, 2)

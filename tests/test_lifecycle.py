@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fastworker.client import TaskCancelledError, TaskFailedError, TaskStatus
-from fw_processes import Processes, connect, wait_for_workers
+from fw_processes import Processes, connect, plane_with_workers, wait_for_workers
 from fw_waits import SLACK, wait_for_task
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,12 +27,8 @@ MODULES = "fw_tasks,fw_lifecycle_tasks"
 async def test_a_flaky_task_is_retried_after_its_backoff_and_returns_its_value(
     processes: Processes, tmp_path: Path
 ) -> None:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
-    client = await connect(address)
+    _address, client = await plane_with_workers(processes, "sw-1", task_modules=MODULES)
     try:
-        processes.subworker(address, "sw-1", task_modules=MODULES)
-        await wait_for_workers(client, 1)
         attempts = tmp_path / "attempts.txt"
         task_id = await client.delay("flaky", str(attempts), 2)
         assert await client.result(task_id, timeout=30) == 3
@@ -54,12 +50,8 @@ async def test_a_flaky_task_is_retried_after_its_backoff_and_returns_its_value(
 
 
 async def test_a_countdown_task_starts_after_its_countdown(processes: Processes) -> None:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
-    client = await connect(address)
+    _address, client = await plane_with_workers(processes, "sw-1", task_modules=MODULES)
     try:
-        processes.subworker(address, "sw-1", task_modules=MODULES)
-        await wait_for_workers(client, 1)
         submitted = time.time()
         task_id = await client.delay("stamp", "later", countdown=1.0)
         info = await client.status(task_id)
@@ -109,12 +101,8 @@ async def test_an_eta_task_survives_kill_9_of_the_control_plane(
 async def test_cancelling_a_running_task_stops_it_and_says_how(
     processes: Processes, task: str, how: str
 ) -> None:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
-    client = await connect(address)
+    _address, client = await plane_with_workers(processes, "sw-1", task_modules=MODULES)
     try:
-        processes.subworker(address, "sw-1", task_modules=MODULES)
-        await wait_for_workers(client, 1)
         task_id = await client.delay(task, 60.0)
         await wait_for_task(client, task_id, TaskStatus.RUNNING)
         asked = time.monotonic()
@@ -134,12 +122,8 @@ async def test_cancelling_a_running_task_stops_it_and_says_how(
 async def test_a_poison_task_lands_in_the_dead_letters_and_runs_again_from_there(
     processes: Processes, tmp_path: Path
 ) -> None:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution", task_modules=MODULES)
-    client = await connect(address)
+    address, client = await plane_with_workers(processes, "sw-1", task_modules=MODULES)
     try:
-        processes.subworker(address, "sw-1", task_modules=MODULES)
-        await wait_for_workers(client, 1)
         cure = tmp_path / "cure"
         task_id = await client.delay("poison", str(cure))
         with pytest.raises(TaskFailedError, match="is missing"):
