@@ -318,21 +318,10 @@ class Client:
     def _offered(self, request: m.TaskRequest) -> m.TaskRequest:
         """The request, if the control plane offers what it asks for. An older one would
         run a delayed task at once and a retried one only once: refuse before sending."""
-        needs = [
-            (
-                FEATURE_DELAY,
-                "a countdown or eta",
-                request.countdown is not None or request.eta is not None,
-            ),
-            (FEATURE_RETRIES, "retries", request.retry is not None),
-        ]
-        for feature, what, asked in needs:
-            if asked and feature not in self.features:
-                raise UnsupportedFeatureError(
-                    f"task {request.name!r} asks for {what}, which the control plane at "
-                    f"{self.address} does not offer ({feature!r} is not among its features: "
-                    "it runs an older release); upgrade it, or submit without"
-                )
+        if request.countdown is not None or request.eta is not None:
+            self._check_offered(FEATURE_DELAY, f"task {request.name!r} asks for a countdown or eta")
+        if request.retry is not None:
+            self._check_offered(FEATURE_RETRIES, f"task {request.name!r} asks for retries")
         return request
 
     async def run(
@@ -546,10 +535,15 @@ class Client:
 
     def _needs(self, feature: str, what: str) -> None:
         self._running_loop()  # not started: NotConnectedError first
+        self._check_offered(feature, f"this asks for {what}")
+
+    def _check_offered(self, feature: str, asking: str) -> None:
+        """Refuse, with UnsupportedFeatureError, what the control plane did not announce."""
         if feature not in self.features:
             raise UnsupportedFeatureError(
-                f"the control plane at {self.address} does not offer {what} ({feature!r} is "
-                "not among its features: it runs an older release)"
+                f"{asking}, which the control plane at {self.address} does not offer "
+                f"({feature!r} is not among its features: it runs an older release); "
+                "upgrade it, or do without"
             )
 
     # --- plumbing -------------------------------------------------------------------------
