@@ -3,6 +3,7 @@ and refused before sending to a control plane that does not offer them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
@@ -20,11 +21,14 @@ from fastworker.client import (
 )
 from fastworker.client.options import check_start, exception_name
 from fastworker.protocol import (
+    FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_RETRIES,
+    MAX_IDS_PER_MESSAGE,
     ConfigurationError,
     NotConnectedError,
 )
+from fastworker.protocol import messages as m
 
 UTC = datetime.timezone.utc
 
@@ -148,3 +152,30 @@ async def test_a_client_refuses_an_option_its_control_plane_does_not_offer() -> 
     for options in asks:
         with pytest.raises(NotConnectedError):  # offered: it goes on to send, and cannot
             await client.delay("report", **options)
+
+
+async def test_retry_all_stops_when_what_it_retried_keeps_failing_back_in() -> None:
+    """Dead letters that fail again at once rejoin the list while ``retry_dead(all=True)``
+    runs: it retries what was there at the start, not for ever."""
+    client = Client("ipc:///nonexistent/fastworker-test.sock")  # never connects
+    client.features = frozenset({FEATURE_DEAD_LETTERS})
+    client._running_loop = asyncio.get_running_loop  # pyright: ignore[reportPrivateUsage]
+    sent: list[m.RetryDead] = []
+
+    async def answer(build: Any, _kind: Any) -> m.RetriedDead:
+        request = build(len(sent) + 1)
+        sent.append(request)
+        old = f"dead-{len(sent)}"
+        # Always more left: each one retried failed and came back, under a new id.
+        return m.RetriedDead(
+            request_id=request.request_id,
+            task_ids=[old],
+            new_ids=[f"new-{len(sent)}"],
+            remaining=MAX_IDS_PER_MESSAGE + 1,
+        )
+
+    client._request = answer  # pyright: ignore[reportPrivateUsage, reportAttributeAccessIssue]
+    retried = await asyncio.wait_for(client.retry_dead(all=True), 10)
+    assert all(request.all for request in sent)
+    assert len(sent) == 3  # the first, then one per 4,096 that were left at the start
+    assert retried == {f"dead-{i}": f"new-{i}" for i in (1, 2, 3)}

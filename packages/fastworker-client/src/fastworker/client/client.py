@@ -504,14 +504,20 @@ class Client:
             [[]] if all else list(in_chunks(list(task_ids), MAX_IDS_PER_MESSAGE))
         )
         for chunk in chunks:
+            rounds: int | None = None
             while True:
                 reply = await self._request(
                     lambda rid, chunk=chunk: m.RetryDead(request_id=rid, task_ids=chunk, all=all),
                     m.RetriedDead,
                 )
                 retried.update(zip(reply.task_ids, reply.new_ids, strict=True))
-                if not (all and reply.remaining and reply.task_ids):
+                if rounds is None:
+                    # What was there at the start: tasks that fail again at once rejoin
+                    # the list while this runs, and are not chased for ever.
+                    rounds = -(-reply.remaining // MAX_IDS_PER_MESSAGE)
+                if not (all and reply.remaining and reply.task_ids and rounds > 0):
                     break
+                rounds -= 1
         return retried
 
     async def purge_dead(self, *task_ids: str, all: bool = False) -> int:
