@@ -25,8 +25,9 @@ async def main(address: str, out: TextIO, count: int, offset: int) -> int:
                 try:
                     task_id = await client.delay("add", i, offset, idempotency_key=f"{offset}-{i}")
                     break
-                except TransportError:
+                except TransportError as exc:
                     if time.monotonic() > deadline:
+                        print(f"gave up on add({i}, {offset}) after {RETRY_FOR} s: {exc!r}")
                         return 1
                     await asyncio.sleep(0.05)
             out.write(f"{task_id} {i + offset}\n")

@@ -61,8 +61,9 @@ async def test_kill_9_five_times_loses_no_acknowledged_task(processes: Processes
             plane.send_signal(signal.SIGKILL)
             await asyncio.to_thread(plane.wait, WAIT)
             plane = processes.control_plane(address, "--no-local-execution", "--journal", journal)
-        for submitter in submitters:
-            assert await asyncio.to_thread(submitter.wait, WAIT * 2) == 0
+        for n, submitter in enumerate(submitters):
+            code = await asyncio.to_thread(submitter.wait, WAIT * 2)
+            assert code == 0, processes.log(f"submitter-{n}")  # what ended it
         submitted: dict[str, int] = {}
         for out in outputs:
             submitted.update(_read_submitted(out))
