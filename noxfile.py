@@ -44,9 +44,15 @@ CROSS_TEST_TOOLS = (
     "flask>=3",
     "django>=5",
     "playwright>=1.40",  # drives the system Chromium; never downloads a browser
+    "hypothesis>=6.100",
+    "cronsim>=2.7,<3",
 )
 # Extra test tools of one package's own tests.
-PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {"dashboard": ("httpx>=0.27", "httpx2>=2.14")}
+PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
+    "protocol": ("hypothesis>=6.100",),  # property tests of the codec
+    "server": ("cronsim>=2.7,<3",),  # the [cron] extra, for periodic tasks
+    "dashboard": ("httpx>=0.27", "httpx2>=2.14"),
+}
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "uv|virtualenv"
