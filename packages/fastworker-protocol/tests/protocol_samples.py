@@ -181,6 +181,8 @@ TASK_INFO_1_1 = msgspec.structs.replace(
     value=m.NIL,
     not_before=1_790_000_010.0,
     retry_of="4c1d",
+    schedule="nightly_report",
+    fire_time=1_789_959_600.0,
 )
 
 SAMPLES_1_1: dict[str, m.Message] = {
@@ -222,6 +224,22 @@ SAMPLES_1_1: dict[str, m.Message] = {
     ),
     "purge_dead": m.PurgeDead(request_id=22, all=True),
     "purged_dead": m.PurgedDead(request_id=22, purged=5, unknown=["zz"]),
+    "schedules": m.SchedulesQuery(request_id=23),
+    "schedules_reply": m.SchedulesReply(
+        request_id=23,
+        schedules=[
+            m.ScheduleInfo(
+                name="nightly_report",
+                schedule="cron:0 3 * * *;tz=Europe/Berlin",
+                next_fire=1_790_046_000.0,
+                last_fire=1_789_959_600.0,
+                last_task_id="5b0c3f0e2f0a4c5d9a8e7f6a5b4c3d2e",
+                runs=1,
+                skipped=2,
+            ),
+            m.ScheduleInfo(name="tick", schedule="every:30;missed=all"),
+        ],
+    ),
     "cancelled": m.CancelReply(
         request_id=5, cancelled=["a1"], not_cancelled=["a3"], unknown=["a4"], stopping=["a5"]
     ),

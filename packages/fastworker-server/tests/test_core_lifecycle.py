@@ -20,6 +20,7 @@ from fastworker.protocol import (
     FEATURE_DELAY,
     FEATURE_LEASES,
     FEATURE_RETRIES,
+    FEATURE_SCHEDULES,
     TaskPriority,
     TaskStatus,
 )
@@ -270,7 +271,12 @@ def test_clients_hear_of_the_features_and_a_1_0_peer_never_of_scheduled() -> Non
     h.send(CLIENT, m.ClientHello(request_id=1))
     (welcome,) = h.sent(CLIENT)
     assert isinstance(welcome, m.Welcome)
-    assert set(welcome.features) == {FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS}
+    assert set(welcome.features) == {
+        FEATURE_DELAY,
+        FEATURE_RETRIES,
+        FEATURE_DEAD_LETTERS,
+        FEATURE_SCHEDULES,
+    }
     (task_id,) = h.submit("add", countdown=60.0)
     assert h.status(task_id).status is TaskStatus.SCHEDULED
     h.core.peers.speaks_minor(CLIENT.id, 0)

@@ -23,7 +23,7 @@ from fastworker.protocol import (
 )
 from fastworker.protocol import messages as m
 from fastworker.server.core import ControlPlaneCore
-from fastworker.server.journal import Journal, TaskRecord, open_journal
+from fastworker.server.journal import Journal, ScheduleRecord, TaskRecord, open_journal
 from fastworker.server.settings import ControlPlaneSettings
 
 LEASE = 3.0
@@ -510,6 +510,7 @@ class FlakyJournal:
 
     def __init__(self) -> None:
         self.rows: dict[str, TaskRecord] = {}
+        self.schedules: dict[str, ScheduleRecord] = {}
         self.failing = False
         self.writes = 0
         """Calls that stored something."""
@@ -517,13 +518,25 @@ class FlakyJournal:
     def load(self) -> list[TaskRecord]:
         return list(self.rows.values())
 
-    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+    def load_schedules(self) -> list[ScheduleRecord]:
+        return list(self.schedules.values())
+
+    def write(
+        self,
+        upserts: Sequence[TaskRecord],
+        deletes: Sequence[str],
+        schedules: Sequence[ScheduleRecord] = (),
+        schedule_deletes: Sequence[str] = (),
+    ) -> None:
         if self.failing:
             raise StorageError("no space left on device")
         self.writes += 1
         self.rows.update((record.task_id, record) for record in upserts)
         for task_id in deletes:
             self.rows.pop(task_id, None)
+        self.schedules.update((record.name, record) for record in schedules)
+        for name in schedule_deletes:
+            self.schedules.pop(name, None)
 
     def size(self) -> int:
         return len(self.rows)

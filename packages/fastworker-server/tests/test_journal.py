@@ -23,6 +23,7 @@ from fastworker.server.journal import (
     JOURNAL_SYNC_MODES,
     Journal,
     MemoryJournal,
+    ScheduleRecord,
     TaskRecord,
     open_journal,
 )
@@ -240,6 +241,46 @@ def test_a_record_that_cannot_be_encoded_is_refused_and_nothing_is_applied(
     assert journal.load() == []
 
 
+def test_schedules_are_stored_with_tasks_in_one_transaction(journal: Journal) -> None:
+    tick = ScheduleRecord(name="tick", schedule="every:5", next_fire=1010.0, last_fire=1005.0)
+    journal.write([record("run-1")], [], [tick])
+    assert journal.load_schedules() == [tick]
+    later = ScheduleRecord(name="tick", schedule="every:5", next_fire=1015.0, last_fire=1010.0)
+    refuse_deleting(journal, "run-1")
+    with pytest.raises(StorageError):
+        journal.write([record("run-2")], ["run-1"], [later])
+    assert journal.load_schedules() == [tick]  # neither the run nor the schedule moved
+    assert sorted(by_id(journal)) == ["run-1"]
+    journal.write([], [], [], ["tick", "never-stored"])
+    assert journal.load_schedules() == []
+
+
+def test_a_schema_1_file_gets_the_schedules_table_and_keeps_its_tasks(path: str) -> None:
+    stored = record("old-task")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE tasks"
+            " (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, record BLOB NOT NULL)"
+        )
+        connection.execute(
+            "INSERT INTO tasks VALUES (1, 'old-task', ?)", (msgspec.msgpack.encode(stored),)
+        )
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    journal = open_journal(path)
+    try:
+        assert [task.task_id for task in journal.load()] == ["old-task"]
+        assert journal.load_schedules() == []
+        tick = ScheduleRecord(name="tick", schedule="every:5", next_fire=1.0)
+        journal.write([], [], [tick])
+        assert journal.load_schedules() == [tick]
+    finally:
+        journal.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    connection.close()
+
+
 def test_data_survives_close_and_reopen(path: str) -> None:
     first = open_journal(path)
     first.write([full_record(), *(record(f"task-{i}", order=i) for i in range(1000))], [])
@@ -375,7 +416,9 @@ def test_a_file_from_a_newer_schema_is_refused(path: str) -> None:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
     with pytest.raises(
-        StorageError, match=r"newer fastworker \(schema 2, this one reads up to 1\)"
+        StorageError,
+        match=rf"newer fastworker \(schema {SCHEMA_VERSION + 1},"
+        rf" this one reads up to {SCHEMA_VERSION}\)",
     ):
         open_journal(path)
 

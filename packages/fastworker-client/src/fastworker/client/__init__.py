@@ -34,6 +34,7 @@ from .client import Client, CompletionCallback, TaskCall
 from .options import Retries, Retry
 from .results import TaskResult
 from .running import is_cancelled
+from .schedules import Cron, Every, cron, every
 from .sync import DEFAULT_RESULT_WAIT, SyncClient, SyncCompletionCallback
 from .tasks import (
     Task,
@@ -53,6 +54,8 @@ __all__ = [
     "Client",
     "CompletionCallback",
     "ConnectionClosedError",
+    "Cron",
+    "Every",
     "FastworkerError",
     "InvalidArgumentsError",
     "LoopThreadError",
@@ -80,8 +83,10 @@ __all__ = [
     "UnsupportedValueError",
     "WorkerLostError",
     "__version__",
+    "cron",
     "current_client",
     "default_registry",
+    "every",
     "get_default_client",
     "is_cancelled",
     "set_default_client",

@@ -27,6 +27,7 @@ from fastworker.protocol import (
     FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_RETRIES,
+    FEATURE_SCHEDULES,
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     MAX_PAYLOAD_BYTES,
@@ -538,6 +539,17 @@ class Client:
             )
             purged += reply.purged
         return purged
+
+    async def schedules(self) -> list[m.ScheduleInfo]:
+        """The control plane's periodic tasks, by name: each one's schedule, next and
+        last fire time, and the runs fired and skipped since it started.
+
+        Raises:
+            UnsupportedFeatureError: the control plane fires no periodic tasks (older).
+        """
+        self._needs(FEATURE_SCHEDULES, "periodic tasks")
+        reply = await self._request(lambda rid: m.SchedulesQuery(request_id=rid), m.SchedulesReply)
+        return reply.schedules
 
     def _needs(self, feature: str, what: str) -> None:
         self._running_loop()  # not started: NotConnectedError first

@@ -439,6 +439,10 @@ class SyncClient:
         """As :meth:`fastworker.client.Client.purge_dead`."""
         return self._request(lambda client: client.purge_dead(*task_ids, all=all))
 
+    def schedules(self) -> list[m.ScheduleInfo]:
+        """As :meth:`fastworker.client.Client.schedules`."""
+        return self._request(lambda client: client.schedules())
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _request(

@@ -59,6 +59,7 @@ from fastworker.protocol import (
 )
 
 from .options import Retries, check_retry, check_start
+from .schedules import Cron, Every, check_schedule
 
 __all__ = [
     "MAX_TASK_NAME_LENGTH",
@@ -175,6 +176,9 @@ class Task(Generic[P, R_co]):
         priority: the priority submissions of this task get unless told otherwise.
         timeout: seconds the task may run, or ``None`` for no limit.
         retry: how a submission is retried when it raises, or ``None`` for no retry.
+        schedule: when the control plane that imports it runs it by itself
+            (:func:`~fastworker.client.cron`, :func:`~fastworker.client.every`), or
+            ``None``.
         is_async: whether the function is ``async def``.
         signature: the function's signature, which arguments are checked against.
 
@@ -190,6 +194,7 @@ class Task(Generic[P, R_co]):
     priority: TaskPriority
     timeout: float | None
     retry: Retries | None
+    schedule: Cron | Every | None
     is_async: bool
     signature: inspect.Signature
 
@@ -201,12 +206,13 @@ class Task(Generic[P, R_co]):
         priority: TaskPriority | str = TaskPriority.NORMAL,
         timeout: float | None = None,
         retry: Retries | None = None,
+        schedule: Cron | Every | None = None,
     ) -> None:
         """Wrap ``fn`` without registering it; use :func:`task` to define tasks.
 
         Raises:
-            ConfigurationError: ``fn`` is not a plain function, or ``name`` or ``timeout``
-                is invalid.
+            ConfigurationError: ``fn`` is not a plain function, ``name`` or ``timeout``
+                is invalid, or it has a schedule but needs arguments.
             InvalidPriorityError: ``priority`` is not one of the four priorities.
         """
         _check_function(fn)
@@ -236,6 +242,15 @@ class Task(Generic[P, R_co]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = signature
         self._plain = _PlainSignature.of(signature)
+        self.schedule = check_schedule(schedule)
+        if self.schedule is not None:
+            try:
+                self.check_arguments((), {})
+            except InvalidArgumentsError as exc:
+                raise ConfigurationError(
+                    f"task {checked_name!r} has a schedule, so it is run with no arguments,"
+                    f" but {exc}"
+                ) from None
 
     @property
     def fn(self) -> Callable[P, R_co | Awaitable[R_co]]:
@@ -468,12 +483,14 @@ class _TaskDecorator:
         priority: TaskPriority,
         timeout: float | None,
         retry: Retries | None,
+        schedule: Cron | Every | None,
         registry: TaskRegistry | None,
     ) -> None:
         self._name = name
         self._priority = priority
         self._timeout = timeout
         self._retry = retry
+        self._schedule = schedule
         self._registry = registry
 
     @overload
@@ -482,7 +499,13 @@ class _TaskDecorator:
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     def __call__(self, fn: Callable[P, Any], /) -> Task[P, Any]:
         return _make_task(
-            fn, self._name, self._priority, self._timeout, self._retry, self._registry
+            fn,
+            self._name,
+            self._priority,
+            self._timeout,
+            self._retry,
+            self._schedule,
+            self._registry,
         )
 
 
@@ -501,6 +524,7 @@ def task(
     retry_backoff_max: float = 600.0,
     retry_jitter: bool = True,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    schedule: Cron | Every | None = None,
     registry: TaskRegistry | None = None,
 ) -> _TaskDecorator: ...
 def task(
@@ -515,6 +539,7 @@ def task(
     retry_backoff_max: float = 600.0,
     retry_jitter: bool = True,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    schedule: Cron | Every | None = None,
     registry: TaskRegistry | None = None,
 ) -> Task[..., Any] | _TaskDecorator:
     """Make a function a task and register it, bare (``@task``) or with options
@@ -532,25 +557,31 @@ def task(
             is ``min(retry_backoff_max, retry_backoff * 2 ** (n - 1))`` seconds, or a
             random part of it with ``retry_jitter`` (see :class:`Retries`).
         retry_on: the exception classes that are retried, subclasses included.
+        schedule: run it periodically, fired by the control plane that imports this
+            module: :func:`~fastworker.client.cron` or :func:`~fastworker.client.every`.
+            A scheduled task takes no arguments.
         registry: where to register it; :data:`default_registry` by default.
 
     The options are checked when the decorator is made, the function when it is applied.
 
     Raises:
         InvalidPriorityError: ``priority`` is not one of the four priorities.
-        ConfigurationError: ``name`` or ``timeout`` is invalid, the function is not a plain
-            function, or another function is registered under the same name.
+        ConfigurationError: ``name``, ``timeout`` or ``schedule`` is invalid, the
+            function is not a plain function, or another function is registered under
+            the same name.
     """
     checked_priority = TaskPriority.parse(priority)
     checked_timeout = _check_timeout(timeout)
     on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
     retry = Retries(retries, retry_backoff, retry_backoff_max, retry_jitter, on)
     checked_retry = retry if retries else None
+    checked_schedule = check_schedule(schedule)
     if name is not None:
         _check_name(name)
+    options = (checked_priority, checked_timeout, checked_retry, checked_schedule)
     if fn is None:
-        return _TaskDecorator(name, checked_priority, checked_timeout, checked_retry, registry)
-    return _make_task(fn, name, checked_priority, checked_timeout, checked_retry, registry)
+        return _TaskDecorator(name, *options, registry)
+    return _make_task(fn, name, *options, registry)
 
 
 def _make_task(
@@ -559,9 +590,12 @@ def _make_task(
     priority: TaskPriority,
     timeout: float | None,
     retry: Retries | None,
+    schedule: Cron | Every | None,
     registry: TaskRegistry | None,
 ) -> Task[P, Any]:
-    new_task = Task(fn, name=name, priority=priority, timeout=timeout, retry=retry)
+    new_task = Task(
+        fn, name=name, priority=priority, timeout=timeout, retry=retry, schedule=schedule
+    )
     # Looked up at each call, so the default registry can be swapped (in tests).
     (registry if registry is not None else default_registry).register(new_task)
     return new_task

@@ -27,10 +27,12 @@ __all__ = [
     "FEATURE_DELAY",
     "FEATURE_LEASES",
     "FEATURE_RETRIES",
+    "FEATURE_SCHEDULES",
     "MAX_FRAME_BYTES",
     "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SCHEDULES",
 ]
 
 ENV_PREFIX: Final = "FASTWORKER_"
@@ -104,6 +106,12 @@ and a subworker that reports which failures to retry. Protocol 1.1."""
 FEATURE_CANCEL: Final = "cancel"
 """A subworker that stops a running task on :class:`~fastworker.protocol.messages.StopTasks`.
 Protocol 1.1."""
+
+FEATURE_SCHEDULES: Final = "schedules"
+"""A control plane that fires periodic tasks and lists their schedules. Protocol 1.1."""
+
+MAX_SCHEDULES: Final = 1000
+"""The most periodic tasks one control plane fires (one reply lists them all)."""
 
 FEATURE_DEAD_LETTERS: Final = "dead-letters"
 """A control plane that keeps failed tasks in a dead-letter list clients can list, retry

@@ -24,7 +24,7 @@ from typing import Annotated
 
 from msgspec import Meta, Raw, Struct
 
-from .constants import MAX_IDS_PER_MESSAGE, MAX_MESSAGES_PER_FRAME
+from .constants import MAX_IDS_PER_MESSAGE, MAX_MESSAGES_PER_FRAME, MAX_SCHEDULES
 from .priority import TaskPriority
 
 __all__ = [
@@ -57,6 +57,9 @@ __all__ = [
     "RetriedDead",
     "RetryDead",
     "RetryPolicy",
+    "ScheduleInfo",
+    "SchedulesQuery",
+    "SchedulesReply",
     "StatusQuery",
     "StatusReply",
     "StopTasks",
@@ -256,6 +259,28 @@ class TaskInfo(_Body):
     Unix time."""
     retry_of: Annotated[str, Meta(max_length=128)] = ""
     """Protocol 1.1: the dead letter this task was submitted again for."""
+    schedule: Annotated[str, Meta(max_length=256)] = ""
+    """Protocol 1.1: the periodic task's schedule this task is a run of, by name."""
+    fire_time: Seconds | None = None
+    """Protocol 1.1: for a run of a schedule, the time it was due (Unix time); two runs
+    of one schedule never share it."""
+
+
+class ScheduleInfo(_Body):
+    """A periodic task's schedule, for :class:`SchedulesReply`. Protocol 1.1."""
+
+    name: TaskName
+    """The task it runs (one schedule per task)."""
+    schedule: Annotated[str, Meta(max_length=512)]
+    """As text: ``cron:EXPRESSION;tz=ZONE`` or ``every:SECONDS``, with ``;missed=...``."""
+    next_fire: Seconds | None = None
+    last_fire: Seconds | None = None
+    last_task_id: Annotated[str, Meta(max_length=128)] = ""
+    runs: Count = 0
+    """Runs fired since the control plane started."""
+    skipped: Count = 0
+    """Runs not fired since it started: missed while it was down (by the schedule's
+    ``missed`` policy), or refused (a full queue)."""
 
 
 class WorkerInfo(_Body):
@@ -415,6 +440,13 @@ class PurgeDead(_Message, tag="purge_dead"):
     all: bool = False
 
 
+class SchedulesQuery(_Message, tag="schedules"):
+    """Every periodic task's schedule; answered by :class:`SchedulesReply`. Protocol 1.1
+    (``FEATURE_SCHEDULES``)."""
+
+    request_id: RequestId
+
+
 class Welcome(_Message, tag="welcome"):
     """Answer to :class:`ClientHello`."""
 
@@ -529,6 +561,13 @@ class PurgedDead(_Message, tag="purged_dead"):
     unknown: IdList = []
 
 
+class SchedulesReply(_Message, tag="schedules_reply"):
+    """Answer to :class:`SchedulesQuery`, sorted by name."""
+
+    request_id: RequestId
+    schedules: Annotated[list[ScheduleInfo], Meta(max_length=MAX_SCHEDULES)] = []
+
+
 class ErrorReply(_Message, tag="error"):
     """A request was refused or could not be read. ``request_id`` is None when the
     frame was unreadable and the request it carried is unknown."""
@@ -629,6 +668,7 @@ Message = (
     | DeadLettersQuery
     | RetryDead
     | PurgeDead
+    | SchedulesQuery
     | Welcome
     | Accepted
     | Results
@@ -640,6 +680,7 @@ Message = (
     | DeadLettersReply
     | RetriedDead
     | PurgedDead
+    | SchedulesReply
     | ErrorReply
     | WorkerHello
     | WorkerWelcome

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastworker.client import Client
+from fastworker.client.schedules import Cron, Every, parse_schedule
 from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
@@ -91,6 +94,16 @@ def _positive_float(text: str) -> float:
 def _priority(text: str) -> TaskPriority:
     try:
         return TaskPriority.parse(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _schedule(text: str) -> tuple[str, Cron | Every]:
+    name, equals, schedule = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=SCHEDULE")
+    try:
+        return name.strip(), parse_schedule(schedule)
     except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -247,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the dashboard even when fastworker-dashboard is installed",
     )
     cp.add_argument(
+        "--schedule",
+        dest="schedules",
+        action="append",
+        type=_schedule,
+        default=[],
+        metavar="NAME=SCHEDULE",
+        help="run task NAME periodically: 'NAME=cron:*/5 * * * *' or 'NAME=every:30', "
+        "optionally with ';tz=Europe/Berlin' (cron) and ';missed=coalesce|skip|all'; "
+        "repeat for more; in place of the task's own @task(schedule=...). In the "
+        "environment, one per line",
+    )
+    cp.add_argument(
         "--journal",
         default=DEFAULT_JOURNAL_PATH,
         help="the SQLite file that keeps queued tasks, leases and results across restarts; "
@@ -344,11 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(dead)
     _add_common(dead)
 
+    schedules = commands.add_parser(
+        "schedules", help="list periodic tasks with their next and last run"
+    )
+    _add_client_flags(schedules)
+    _add_common(schedules)
+
     listing = commands.add_parser("list", help="list registered tasks and connected subworkers")
     _add_client_flags(listing)
     _add_common(listing)
 
-    for sub in (cp, sw, submit, status, cancel, dead, listing):
+    for sub in (cp, sw, submit, status, cancel, dead, schedules, listing):
         _defaults_from_environment(sub)
     return parser
 
@@ -387,6 +418,12 @@ def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
             parser.set_defaults(**{action.dest: truthy in ("1", "true", "yes", "on")})
             continue
         try:
+            if isinstance(action, argparse._AppendAction):  # pyright: ignore[reportPrivateUsage]
+                # One item per line; flags given as well add to them.
+                lines = [line for line in raw.splitlines() if line.strip()]
+                value = [action.type(line) if callable(action.type) else line for line in lines]
+                parser.set_defaults(**{action.dest: value})
+                continue
             value = action.type(raw) if callable(action.type) else raw
         except (ValueError, argparse.ArgumentTypeError) as exc:
             parser.error(f"{ENV_PREFIX}{flag}={raw!r}: {exc}")
@@ -523,6 +560,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
         allow_unauthenticated=options.allow_unauthenticated,
         journal=options.journal,
         journal_sync=options.journal_sync,
+        schedules=tuple(options.schedules),
     )
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
@@ -655,6 +693,30 @@ async def _dead_letters(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _schedules(options: argparse.Namespace) -> int:
+    async with _client(options) as client:
+        schedules = await client.schedules()
+    for info in schedules:
+        last = (
+            f"last {_time(info.last_fire)} ({info.last_task_id})"
+            if info.last_fire
+            else "not run yet"
+        )
+        print(
+            f"{info.name}  {info.schedule}  next {_time(info.next_fire)}  {last}"
+            f"  runs {info.runs}  skipped {info.skipped}"
+        )
+    print(f"{len(schedules)} periodic tasks")
+    return EXIT_OK
+
+
+def _time(when: float | None) -> str:
+    if when is None or not math.isfinite(when):
+        return "never"
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 async def _list(options: argparse.Namespace) -> int:
     async with _client(options) as client:
         overview = await client.overview()
@@ -685,6 +747,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "status": _status,
     "cancel": _cancel,
     "dead-letters": _dead_letters,
+    "schedules": _schedules,
     "list": _list,
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "MEMORY_JOURNAL_PATH",
     "Journal",
     "MemoryJournal",
+    "ScheduleRecord",
     "TaskRecord",
     "check_sync_mode",
     "open_journal",
@@ -67,6 +68,24 @@ class TaskRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     """Its place in the dead-letter list (larger is newer), which keeps it past the result
     cache; 0 when not in it."""
     retry_of: str = ""
+    schedule: str = ""
+    """The periodic task's schedule this task is a run of."""
+    fire_time: float | None = None
+    """For a run of a schedule: the time it was due."""
+
+
+class ScheduleRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
+    """Where one periodic task's schedule stands. Stored as a msgpack array: new fields
+    go at the end, with defaults."""
+
+    name: str
+    schedule: str
+    """Its definition as text; a stored schedule whose definition changed starts anew."""
+    next_fire: float
+    """Unix time of its next run: if that passed while the control plane was down, the
+    run was missed."""
+    last_fire: float | None = None
+    last_task_id: str = ""
 
 
 class Journal(Protocol):
@@ -82,10 +101,21 @@ class Journal(Protocol):
         that cannot be read, naming its task."""
         ...
 
-    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+    def load_schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule. Raises StorageError for one that cannot be read."""
+        ...
+
+    def write(
+        self,
+        upserts: Sequence[TaskRecord],
+        deletes: Sequence[str],
+        schedules: Sequence[ScheduleRecord] = (),
+        schedule_deletes: Sequence[str] = (),
+    ) -> None:
         """Store ``upserts`` (replacing records with the same task id), then remove the
-        tasks ``deletes`` names, in one transaction. Raises StorageError on any failure,
-        and then nothing of this call is applied; a later call may succeed again."""
+        tasks ``deletes`` names, and the same for schedules by name, in one transaction.
+        Raises StorageError on any failure, and then nothing of this call is applied; a
+        later call may succeed again."""
         ...
 
     def size(self) -> int:
@@ -107,7 +137,16 @@ class MemoryJournal:
     def load(self) -> list[TaskRecord]:
         return []
 
-    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+    def load_schedules(self) -> list[ScheduleRecord]:
+        return []
+
+    def write(
+        self,
+        upserts: Sequence[TaskRecord],
+        deletes: Sequence[str],
+        schedules: Sequence[ScheduleRecord] = (),
+        schedule_deletes: Sequence[str] = (),
+    ) -> None:
         pass
 
     def size(self) -> int:

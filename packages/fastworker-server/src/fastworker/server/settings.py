@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from fastworker.client.schedules import Cron, Every
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DEAD_LETTERS,
@@ -50,3 +51,6 @@ class ControlPlaneSettings:
     """The SQLite file that keeps tasks across restarts; ``:memory:`` keeps none."""
     journal_sync: str = "normal"
     """``normal`` survives the control plane being killed, ``full`` also power loss."""
+    schedules: tuple[tuple[str, Cron | Every], ...] = ()
+    """Periodic tasks by task name, beside (or in place of) the ``@task(schedule=...)``
+    of the task modules: for tasks only subworkers import."""

@@ -25,13 +25,14 @@ import msgspec
 
 from fastworker.protocol import StorageError
 
-from .journal import TaskRecord, check_sync_mode
+from .journal import ScheduleRecord, TaskRecord, check_sync_mode
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal", "ignore_file_size_signal"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``; a file with a higher one was written by a newer
-fastworker and is refused rather than misread."""
+fastworker and is refused rather than misread. Version 1 had no ``schedules`` table; it
+is added when such a file is opened."""
 
 # SQLite checkpoints the WAL into the database every 1,000 pages (4 MiB at the default page
 # size) and then cuts the file back to this size, so a busy journal's WAL stays a few MiB.
@@ -39,6 +40,9 @@ _WAL_AUTOCHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 _SCHEMA = "CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, record BLOB NOT NULL)"
+_SCHEDULES_SCHEMA = "CREATE TABLE schedules (name TEXT PRIMARY KEY, record BLOB NOT NULL)"
+_UPSERT_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, record) VALUES (?, ?)"
+_DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
 # Rows go to SQLite _CHUNK to a statement, the rest one by one: stepping a statement per
 # row costs about as much as storing the row.
 _CHUNK = 64
@@ -49,6 +53,7 @@ _DELETE_CHUNK = f"DELETE FROM tasks WHERE id IN ({', '.join('?' * _CHUNK)})"
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(TaskRecord)
+_SCHEDULE_DECODER = msgspec.msgpack.Decoder(ScheduleRecord)
 
 _MOVE_ASIDE = "move it aside (or use another --journal file) to start with an empty journal"
 
@@ -111,12 +116,38 @@ class SqliteJournal:
             records.append(record)
         return records
 
-    def write(self, upserts: Sequence[TaskRecord], deletes: Sequence[str]) -> None:
+    def load_schedules(self) -> list[ScheduleRecord]:
         connection = self._require_open()
-        if not upserts and not deletes:
+        try:
+            rows: list[tuple[str, bytes]] = connection.execute(
+                "SELECT name, record FROM schedules ORDER BY name"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"could not read journal {self.path}: {exc}") from exc
+        records: list[ScheduleRecord] = []
+        for name, blob in rows:
+            try:
+                records.append(_SCHEDULE_DECODER.decode(blob))
+            except (msgspec.DecodeError, TypeError) as exc:
+                raise StorageError(
+                    f"journal {self.path} holds an unreadable record for schedule {name!r}"
+                    f" ({exc}); {_MOVE_ASIDE}"
+                ) from exc
+        return records
+
+    def write(
+        self,
+        upserts: Sequence[TaskRecord],
+        deletes: Sequence[str],
+        schedules: Sequence[ScheduleRecord] = (),
+        schedule_deletes: Sequence[str] = (),
+    ) -> None:
+        connection = self._require_open()
+        if not upserts and not deletes and not schedules and not schedule_deletes:
             return
         try:
             blobs = [_ENCODER.encode(record) for record in upserts]
+            schedule_rows = [(record.name, _ENCODER.encode(record)) for record in schedules]
         except (TypeError, ValueError) as exc:  # msgspec.EncodeError is a ValueError
             raise StorageError(f"could not encode a task for journal {self.path}: {exc}") from exc
         keys = self._keys
@@ -144,6 +175,9 @@ class SqliteJournal:
             connection.execute("BEGIN")
             _execute(connection, _INSERT_CHUNK, _INSERT, rows)
             _execute(connection, _DELETE_CHUNK, _DELETE, [(key,) for key in removals])
+            if schedule_rows or schedule_deletes:
+                connection.executemany(_UPSERT_SCHEDULE, schedule_rows)
+                connection.executemany(_DELETE_SCHEDULE, [(name,) for name in schedule_deletes])
             connection.execute("COMMIT")
         except (sqlite3.Error, TypeError) as exc:  # TypeError: a task id that is no str
             # SQLite rolls back by itself after an I/O error; after any other, we do.
@@ -275,6 +309,10 @@ def _prepare(connection: sqlite3.Connection, path: str, sync: str) -> None:
                 f"{path} is a SQLite database but not a fastworker journal; give another path"
             )
         connection.execute(_SCHEMA)
+        connection.execute(_SCHEDULES_SCHEMA)
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    elif version == 1:
+        connection.execute(_SCHEDULES_SCHEMA)
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     connection.execute("COMMIT")
 

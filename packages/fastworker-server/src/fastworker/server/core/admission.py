@@ -56,12 +56,19 @@ class Admission:
         self._name_set: frozenset[str] = frozenset()
 
     def submit(
-        self, peer_id: int, requests: list[m.TaskRequest], now: float, wall: float
+        self,
+        peer_id: int,
+        requests: list[m.TaskRequest],
+        now: float,
+        wall: float,
+        *,
+        any_name: bool = False,
     ) -> tuple[list[str], list[str]]:
         """Queue tasks (or schedule those with a countdown or an ETA still ahead); their
         ids in request order, and the ids of those that are new (not known by
         idempotency key). A batch is checked whole before anything changes, so it is
-        accepted whole or refused whole."""
+        accepted whole or refused whole. ``any_name`` admits a task no one connected can
+        run yet (it waits, parked, for a subworker that can)."""
         plan: list[tuple[m.TaskRequest, str, bool]] = []
         """(request, task id, whether it is new)."""
         keys: dict[str, str] = {}
@@ -73,7 +80,7 @@ class Admission:
                 if known is not None:
                     plan.append((request, known, False))
                     continue
-            self.check(request)
+            self.check(request, any_name=any_name)
             task_id = request.task_id or uuid.uuid4().hex
             if task_id in new_ids or self.lookup(task_id) is not None:
                 raise InvalidArgumentsError(f"task id {task_id} is already in use")
@@ -167,13 +174,13 @@ class Admission:
         for evicted in self._cache.add(task):
             self._forget(evicted)
 
-    def check(self, request: m.TaskRequest) -> None:
+    def check(self, request: m.TaskRequest, *, any_name: bool = False) -> None:
         """Refuse a request no one can run, or whose arguments do not fit the task."""
         if request.countdown is not None and request.eta is not None:
             raise InvalidArgumentsError(
                 f"task {request.name!r} has both a countdown and an eta; give one"
             )
-        if request.name not in self._known():
+        if request.name not in self._known() and not any_name:
             known = ", ".join(self.known_task_names()) or "none"
             raise UnknownTaskError(f"no task named {request.name!r}; registered: {known}")
         task = self.registry.get(request.name)

@@ -22,9 +22,11 @@ from fastworker.protocol import (
     FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_RETRIES,
+    FEATURE_SCHEDULES,
     MAX_MESSAGES_PER_FRAME,
     FastworkerError,
     ProtocolError,
+    TaskPriority,
     TaskStatus,
     WorkerState,
     in_chunks,
@@ -41,6 +43,7 @@ from .limiter import LogLimiter
 from .peers import Peers
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
+from .schedules import Fire, Schedules, configured_schedules
 from .timers import backoff
 
 __all__ = ["CLIENT_FEATURES", "Connection", "ControlPlaneCore"]
@@ -49,7 +52,9 @@ log = logging.getLogger("fastworker.control_plane")
 
 _WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
-CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS]
+_SCHEDULES_PEER = -1
+"""Who submits the runs of periodic tasks: no connection (no one watches them)."""
+CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS, FEATURE_SCHEDULES]
 """What this control plane does for clients beyond protocol 1.0 (``Welcome.features``)."""
 
 
@@ -83,13 +88,20 @@ class ControlPlaneCore:
         self.admission = Admission(
             registry, settings, self.scheduler, self.cache, self.counters, self.workers
         )
+        self.schedules = Schedules(configured_schedules(registry, settings.schedules))
         self.durability = Durability(
-            journal or MemoryJournal(), self.admission, self.scheduler, self.cache, self.counters
+            journal or MemoryJournal(),
+            self.admission,
+            self.scheduler,
+            self.cache,
+            self.counters,
+            self.schedules,
         )
         path = self.durability.journal.path
         self.journal_path = path if path == MEMORY_JOURNAL_PATH else os.path.abspath(path)
         """As the overview shows it: a file's absolute path, or ``:memory:``."""
         self._fenced_log = LogLimiter(log, interval=10.0)
+        self._schedule_log = LogLimiter(log, interval=10.0)
         self.local: WorkerRecord | None = None
         if settings.local_execution:
             self.local = WorkerRecord(
@@ -187,6 +199,9 @@ class ControlPlaneCore:
                 self.durability.accepted(peer.id, reply, fresh, self.sends)
             case m.PurgeDead():
                 self.sends.append((peer.id, self.admission.purge_dead(message)))
+            case m.SchedulesQuery(request_id=request_id):
+                reply = m.SchedulesReply(request_id=request_id, schedules=self.schedules.infos())
+                self.sends.append((peer.id, reply))
             case m.HistoryQuery():
                 self.sends.append(
                     (peer.id, self.peers.decodable(peer.id, self.admission.history(message)))
@@ -239,6 +254,8 @@ class ControlPlaneCore:
         wall = now + self.wall_offset
         for task in self.durability.restore(now, self.wall_offset, self.settings.max_attempts):
             self._finish(task, self.durability.lost_outcome(task, wall), now)
+        stored = self.durability.journal.load_schedules()
+        self._fire(self.schedules.start(stored, wall), now)
         self.scheduler.release_due(now)  # what fell due while the control plane was down
 
     # --- dispatch -----------------------------------------------------------------------
@@ -246,7 +263,9 @@ class ControlPlaneCore:
     def dispatch(self, now: float) -> None:
         """Hand queued tasks to free slots: highest priority first, each to the
         least-loaded worker that can run it, ties broken round-robin. Scheduled tasks
-        whose time has come join their levels first."""
+        whose time has come join their levels first, after the periodic tasks due."""
+        if self.schedules.entries:
+            self._fire(self.schedules.due(now + self.wall_offset), now)
         self.scheduler.release_due(now)
         candidates = self._candidates()
         batches = self.scheduler.dispatch(candidates, now, now + self.wall_offset)
@@ -257,6 +276,35 @@ class ControlPlaneCore:
             # A subworker may have more free slots than one message may list.
             for chunk in in_chunks(assignments, MAX_MESSAGES_PER_FRAME):
                 self.sends.append((worker.peer_id, m.Dispatch(tasks=chunk)))
+
+    def _fire(self, fires: list[Fire], now: float) -> None:
+        """Submit the runs of periodic tasks that are due: each with no arguments, the
+        task's own options where the control plane imports it, and a key that no other
+        run of its schedule has. A run the queue refuses is skipped (and counted)."""
+        wall = now + self.wall_offset
+        registry = self.admission.registry
+        for fire in fires:
+            task = registry.get(fire.name)
+            request = m.TaskRequest(
+                name=fire.name,
+                priority=task.priority if task is not None else TaskPriority.NORMAL,
+                timeout=task.timeout if task is not None else None,
+                idempotency_key=f"schedule:{fire.name}:{fire.when!r}",
+                notify=False,
+            )
+            try:
+                ids, fresh = self.admission.submit(
+                    _SCHEDULES_PEER, [request], now, wall, any_name=True
+                )
+            except FastworkerError as exc:
+                self.schedules.refused(fire)
+                self._schedule_log.warning(now, "schedule %s: run skipped: %s", fire.name, exc)
+                continue
+            if fresh:
+                run = self.admission.active[fresh[0]]
+                run.schedule = fire.name
+                run.fire_time = fire.when
+            self.schedules.fired(fire, ids[0])
 
     def _candidates(self) -> list[WorkerRecord]:
         """Who may be given work now. The control plane runs tasks itself only while no
@@ -392,9 +440,14 @@ class ControlPlaneCore:
         return reply
 
     def next_due(self) -> float | None:
-        """When the earliest scheduled task is due (monotonic), for the shell's one
-        timer; None when none waits."""
-        return self.scheduler.timers.next_due()
+        """When the earliest scheduled task or periodic run is due (monotonic), for the
+        shell's one timer; None when none waits."""
+        due = self.scheduler.timers.next_due()
+        fire = self.schedules.next_fire()
+        if fire is None:
+            return due
+        fire -= self.wall_offset
+        return fire if due is None else min(due, fire)
 
     def overview(self, request_id: int = 0) -> m.Overview:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""

@@ -21,6 +21,7 @@ from .cache import ResultCache
 from .limiter import LogLimiter
 from .records import TaskState, error_info, failed_outcome
 from .scheduler import Scheduler
+from .schedules import Schedules
 
 __all__ = ["Durability"]
 
@@ -37,6 +38,7 @@ class Durability:
         scheduler: Scheduler,
         cache: ResultCache,
         counters: m.Counters,
+        schedules: Schedules,
     ) -> None:
         self.journal = journal
         self.durable = journal.path != MEMORY_JOURNAL_PATH
@@ -47,6 +49,7 @@ class Durability:
         self._scheduler = scheduler
         self._cache = cache
         self._counters = counters
+        self._schedules = schedules
         self._log = LogLimiter(log, interval=10.0)
         self.failing = False
 
@@ -67,10 +70,12 @@ class Durability:
         """Store every task changed since the last commit, then release the replies.
         Returns the tasks taken back because the write failed (the caller undoes what
         else it did with them, such as a dispatch)."""
+        schedules = self._schedules
         if not self.durable:
             self.dirty.clear()
+            schedules.take_changes()
             return []
-        if not self.dirty and not self._held:
+        if not self.dirty and not self._held and not schedules.changed:
             return []
         upserts: list[TaskRecord] = []
         deletes: list[str] = []
@@ -81,9 +86,11 @@ class Durability:
                 deletes.append(task_id)
             else:
                 upserts.append(_record(task))
+        changed, removed = schedules.take_changes()
         try:
-            self.journal.write(upserts, deletes)
+            self.journal.write(upserts, deletes, changed, removed)
         except StorageError as exc:
+            schedules.give_back(changed, removed)
             self.failing = True
             self._log.warning(
                 now, "the journal refused a write; its submissions are refused: %s", exc
@@ -204,6 +211,8 @@ def _record(task: TaskState) -> TaskRecord:
         last_error=task.last_error,
         dead=task.dead,
         retry_of=task.retry_of,
+        schedule=task.schedule,
+        fire_time=task.fire_time,
     )
 
 
@@ -230,4 +239,6 @@ def _task(record: TaskRecord) -> TaskState:
         last_error=record.last_error,
         dead=record.dead,
         retry_of=record.retry_of,
+        schedule=record.schedule,
+        fire_time=record.fire_time,
     )

@@ -79,6 +79,10 @@ class TaskState:
     """Its place in the dead-letter list (larger is newer); 0 when not in it."""
     retry_of: str = ""
     """The dead letter it was submitted again for."""
+    schedule: str = ""
+    """The periodic task's schedule it is a run of."""
+    fire_time: float | None = None
+    """For a run of a schedule: the time it was due (Unix)."""
 
     @property
     def retries_left(self) -> bool:
@@ -107,6 +111,8 @@ class TaskState:
             value=outcome.value if payloads and outcome is not None else m.NIL,
             not_before=self.not_before if self.status is TaskStatus.SCHEDULED else None,
             retry_of=self.retry_of,
+            schedule=self.schedule,
+            fire_time=self.fire_time,
         )
 
 
