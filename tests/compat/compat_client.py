@@ -123,6 +123,15 @@ async def dead_letters(client: Client, args: argparse.Namespace) -> dict[str, An
     return {"task_id": task_id, "listed": [t.task_id for t in page.tasks]}
 
 
+async def schedules(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """The control plane's periodic tasks (or the refusal of an older one)."""
+    try:
+        listed = await client.schedules()
+    except FastworkerError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"schedules": [[info.name, info.schedule] for info in listed]}
+
+
 COMMANDS = {
     "roundtrip": roundtrip,
     "submit": submit,
@@ -131,6 +140,7 @@ COMMANDS = {
     "batch-keys": batch_keys,
     "countdown": countdown,
     "dead-letters": dead_letters,
+    "schedules": schedules,
 }
 
 

@@ -255,3 +255,21 @@ async def test_the_dashboard_shows_the_control_plane(
     assert b"sw-1" in page
     if {"journal"} <= sides["dashboard"].features & sides["control_plane"].features:
         assert overview["journal"]["path"].endswith(".sqlite3")
+
+
+@pytest.mark.needs(client="schedules")
+async def test_schedules_are_listed_or_refused_by_an_older_control_plane(
+    processes: Processes, sides: dict[str, Side]
+) -> None:
+    fires = "schedules" in sides["control_plane"].features
+    flags = ("--schedule", "hourly_report=every:3600") if fires else ()
+    address, client, _ = await _cluster(processes, sides, *flags)
+    try:
+        out = await run_client(sides["client"], "schedules", address)
+    finally:
+        await client.stop()
+    if fires:
+        assert out["schedules"] == [["hourly_report", "every:3600"]]
+    else:
+        assert out["error"] == "UnsupportedFeatureError"
+        assert "does not offer" in out["message"]

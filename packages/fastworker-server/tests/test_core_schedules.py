@@ -316,3 +316,8 @@ def test_a_schedule_flag_takes_the_place_of_the_tasks_own() -> None:
     )
     names = {info.name: info.schedule for info in h.core.schedules.infos()}
     assert names == {"tick": "every:60", "remote_only": "cron:0 * * * *"}
+
+
+def test_a_schedule_flag_for_a_task_that_needs_arguments_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="'add' has a schedule, so it is run with no"):
+        _harness(FlakyJournal(), schedules=(("add", every(seconds=5)),))

@@ -10,5 +10,6 @@ FEATURES: frozenset[str] = frozenset(
         "dead-letters",
         "delay",
         "retries",
+        "schedules",
     }
 )

@@ -12,5 +12,6 @@ FEATURES: frozenset[str] = frozenset(
         "journal",
         "leases",
         "retries",
+        "schedules",
     }
 )

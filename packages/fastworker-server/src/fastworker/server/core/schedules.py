@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastworker.client.schedules import MISSED_RUNS_LIMIT, Cron, Every
 from fastworker.client.tasks import TaskRegistry
-from fastworker.protocol import MAX_SCHEDULES, ConfigurationError
+from fastworker.protocol import MAX_SCHEDULES, ConfigurationError, InvalidArgumentsError
 from fastworker.protocol import messages as m
 
 from ..journal import ScheduleRecord
@@ -239,6 +239,16 @@ def configured_schedules(
         if task.schedule is not None:
             schedules[name] = task.schedule
     schedules.update(flags)
+    for name in schedules:
+        task = registry.get(name)
+        if task is None:
+            continue  # only subworkers import it: they check its arguments
+        try:
+            task.check_arguments((), {})
+        except InvalidArgumentsError as exc:
+            raise ConfigurationError(
+                f"task {name!r} has a schedule, so it is run with no arguments, but {exc}"
+            ) from None
     return schedules
 
 
