@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from fastworker.client import TaskPriority, task
+from fastworker.client import TaskPriority, every, task
 
 
 @task(priority=TaskPriority.CRITICAL, timeout=10)
@@ -34,3 +34,10 @@ def archive_old_logs(day: int) -> int:
     """Bulk housekeeping that may queue up for a while."""
     time.sleep(random.uniform(0.05, 0.2))
     return day
+
+
+@task(priority=TaskPriority.LOW, schedule=every(seconds=30))
+def refresh_sales_report() -> str:
+    """A periodic task: the control plane runs it every 30 seconds by itself."""
+    time.sleep(random.uniform(0.01, 0.05))
+    return "sales report refreshed"
