@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ async def test_clients_need_the_shared_secret(processes: Processes) -> None:
     client = await connect(address, auth_token=SECRET)
     try:
         assert await client.run("add", 1, 2, wait=10) == 3
-        with pytest.raises(AuthenticationError, match="wrong shared secret"):
+        with pytest.raises(AuthenticationError, match="wrong secret for a client"):
             await Client(address, auth_token="guess").start()
         with pytest.raises(AuthenticationError):
             await Client(address).start()
@@ -39,13 +40,70 @@ async def test_a_subworker_with_a_wrong_secret_is_refused_and_exits(processes: P
     try:
         impostor = processes.subworker(address, "impostor", "--auth-token", "guess")
         assert await asyncio.to_thread(impostor.wait, 20) == 4
-        assert "wrong shared secret" in processes.log("subworker-impostor")
+        assert "wrong secret for a subworker" in processes.log("subworker-impostor")
         processes.subworker(address, "member", "--auth-token", SECRET)
         await wait_for_workers(client, 1)
         overview = await client.overview()
         assert [w.worker_id for w in overview.workers] == ["member"]
     finally:
         await client.stop()
+
+
+WORKER_SECRET = "only for subworkers"
+CLIENT_SECRET = "only for clients"
+
+
+async def test_workers_and_clients_have_credentials_of_their_own(
+    processes: Processes, tmp_path: Path
+) -> None:
+    address = processes.address()
+    client_file = tmp_path / "client-token"
+    client_file.write_text(CLIENT_SECRET + "\n")
+    processes.control_plane(
+        address,
+        "--no-local-execution",
+        "--worker-token",
+        WORKER_SECRET,
+        "--client-token-file",
+        str(client_file),
+    )
+    client = await connect(address, auth_token=CLIENT_SECRET)
+    try:
+        # A client's credential never registers a subworker, so a web app's secret
+        # cannot receive other apps' task arguments.
+        impostor = processes.subworker(address, "impostor", "--auth-token", CLIENT_SECRET)
+        assert await asyncio.to_thread(impostor.wait, 20) == 4
+        assert "this secret is a client's" in processes.log("subworker-impostor")
+        with pytest.raises(AuthenticationError, match="this secret is a subworker's"):
+            await Client(address, auth_token=WORKER_SECRET).start()
+        worker_file = tmp_path / "worker-token"
+        worker_file.write_text(WORKER_SECRET)
+        processes.subworker(address, "member", "--auth-token-file", str(worker_file))
+        await wait_for_workers(client, 1)
+        assert await client.run("add", 2, 3, wait=10) == 5
+        overview = await client.overview()
+        assert [w.worker_id for w in overview.workers] == ["member"]
+    finally:
+        await client.stop()
+
+
+def test_a_secret_file_that_cannot_be_read_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastworker.server.cli",
+            "control-plane",
+            "--worker-token-file",
+            str(tmp_path / "missing"),
+        ],
+        cwd=TESTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--worker-token-file: cannot read" in result.stderr
 
 
 def test_listening_beyond_loopback_without_a_secret_is_refused() -> None:

@@ -350,8 +350,11 @@ async def test_a_control_plane_survives_malformed_frames_from_many_connections(
     )
     assert growth <= RSS_GROWTH_LIMIT
     log = processes.log("control-plane")
-    # It logs each frame it refuses, and answered every connection after all of them.
-    assert log.count("refused a frame from") == sum(refused)
+    # It answered every connection after all of the frames, and a flood of them is a
+    # line in the log every 10 s, not a line each.
+    assert sum(refused) > 0
+    assert 1 <= log.count("refused a frame from") <= 5, log[-5000:]
+    assert len(log) < 100_000
     _no_tracebacks(log)
 
 
@@ -459,6 +462,8 @@ async def test_a_subworker_survives_malformed_frames_from_its_control_plane(
         )
         assert growth <= RSS_GROWTH_LIMIT
     log = processes.log("subworker-fuzzed")
-    # It logs each frame it drops, and handled the check task after all of them.
-    assert log.count("dropping a frame from the control plane") == fake.refused[0]
+    # It handled the check task after all of the frames, and logged a sample of them.
+    assert fake.refused[0] > 0
+    assert 1 <= log.count("dropping a frame from the control plane") <= 5, log[-5000:]
+    assert len(log) < 100_000
     _no_tracebacks(log)

@@ -1,4 +1,6 @@
-"""Rate-limited warnings: a peer that keeps sending what is refused must not flood the log."""
+"""Rate-limited log lines: a peer that keeps sending what is refused must not flood the log.
+
+Used by the client's transport and by the control plane and subworker."""
 
 from __future__ import annotations
 
@@ -8,15 +10,19 @@ __all__ = ["LogLimiter"]
 
 
 class LogLimiter:
-    """Logs at most one warning per ``interval`` seconds and says how many it held back."""
+    """Logs at most one line per ``interval`` seconds, at ``level``, and says how many it
+    held back."""
 
-    def __init__(self, logger: logging.Logger, *, interval: float) -> None:
+    def __init__(
+        self, logger: logging.Logger, *, interval: float, level: int = logging.WARNING
+    ) -> None:
         self._logger = logger
         self._interval = interval
+        self._level = level
         self._next = float("-inf")
         self._held = 0
 
-    def warning(self, now: float, message: str, *args: object) -> bool:
+    def log(self, now: float, message: str, *args: object) -> bool:
         """Log unless one was logged less than ``interval`` ago; returns whether it did."""
         if now < self._next:
             self._held += 1
@@ -24,6 +30,6 @@ class LogLimiter:
         if self._held:
             message += f" ({self._held} more like it in the last {self._interval:.0f} s)"
             self._held = 0
-        self._logger.warning(message, *args)
+        self._logger.log(self._level, message, *args)
         self._next = now + self._interval
         return True

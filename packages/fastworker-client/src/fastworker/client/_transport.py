@@ -23,6 +23,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -40,6 +41,8 @@ from fastworker.protocol import (
     read_acked,
 )
 from fastworker.protocol.messages import Frame, Message
+
+from ._limiter import LogLimiter
 
 log = logging.getLogger("fastworker.transport")
 
@@ -394,6 +397,7 @@ class Dialer:
         )
         self._pump = ReceivePump(self._socket, loop, self._frames_arrived, name)
         self.outbox = Outbox(self._socket, loop, self._stuck, ack_every=FLOW_WINDOW)
+        self._bad_frames = LogLimiter(log, interval=10.0, level=logging.ERROR)
 
     def _frames_arrived(self, frames: list[tuple[object, bytes]]) -> None:
         """Decode and account for each frame; hand its messages over one by one."""
@@ -405,7 +409,12 @@ class Dialer:
             try:
                 frame = self.outbox.receive(data)
             except ProtocolError as exc:
-                log.error("dropping a frame from the control plane at %s: %s", self.address, exc)
+                self._bad_frames.log(
+                    time.monotonic(),
+                    "dropping a frame from the control plane at %s: %s",
+                    self.address,
+                    exc,
+                )
                 self._on_bad_frame(exc)
                 continue
             for message in frame.messages:

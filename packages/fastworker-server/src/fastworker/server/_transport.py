@@ -31,6 +31,8 @@ from fastworker.protocol import ConfigurationError, TransportError
 __all__ = ["Listener", "Peer"]
 
 _BUFFER_FRAMES = 1024
+_CLOSE_GRACE = 0.5
+"""Seconds a refused connection stays open after its last frame, for that to arrive."""
 
 
 class Peer:
@@ -41,6 +43,7 @@ class Peer:
     ) -> None:
         self.id: int = pipe.id
         self._pipe = pipe
+        self._loop = loop
         try:
             self.address = str(pipe.remote_address)
         except pynng.NNGException:
@@ -57,6 +60,16 @@ class Peer:
     def close(self) -> None:
         """Drop the connection (the peer redials if it wants to)."""
         self.outbox.close()
+        self._close_pipe()
+
+    def close_after_sending(self) -> None:
+        """Send what is queued for the peer now, then drop the connection a moment
+        later: a refused peer reads why before it goes."""
+        self.outbox.flush()
+        self.outbox.close()
+        self._loop.call_later(_CLOSE_GRACE, self._close_pipe)
+
+    def _close_pipe(self) -> None:
         with contextlib.suppress(pynng.NNGException):
             self._pipe.close()
 

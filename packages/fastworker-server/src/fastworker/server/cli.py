@@ -112,11 +112,46 @@ def _modules(text: str) -> list[str]:
     return [name for name in text.replace(",", " ").split() if name]
 
 
-def _add_auth_token(parser: argparse.ArgumentParser) -> None:
+_SECRETS = ("auth_token", "worker_token", "client_token")
+"""Options that hold a secret, each with a ``*_file`` twin that reads it from a file
+(so it is not in ``ps`` output or the environment)."""
+
+
+def _add_secret(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    parser.add_argument(flag, help=help)
     parser.add_argument(
-        "--auth-token",
-        help="the control plane's shared secret; required when it listens beyond loopback",
+        f"{flag}-file",
+        metavar="PATH",
+        help=f"read {flag} from this file (its first line), instead of the command line",
     )
+
+
+def _add_auth_token(parser: argparse.ArgumentParser) -> None:
+    _add_secret(
+        parser,
+        "--auth-token",
+        "the control plane's shared secret; required when it listens beyond loopback",
+    )
+
+
+def _read_secrets(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Put each secret given as a file in its option; both, or a file that cannot be
+    read, is a usage error."""
+    for dest in _SECRETS:
+        path = getattr(options, f"{dest}_file", None)
+        if path is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if getattr(options, dest, None) is not None:
+            parser.error(f"give {flag} or {flag}-file, not both")
+        try:
+            with open(path, encoding="utf-8") as secret_file:
+                secret = secret_file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"{flag}-file: cannot read {path}: {exc}")
+        if not secret:
+            parser.error(f"{flag}-file: {path} holds no secret on its first line")
+        setattr(options, dest, secret)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
         "full: it also survives power loss, at an fsync per commit (default: %(default)s)",
     )
     _add_auth_token(cp)
+    _add_secret(
+        cp,
+        "--worker-token",
+        "the credential subworkers present to register, in place of --auth-token for them",
+    )
+    _add_secret(
+        cp,
+        "--client-token",
+        "the credential clients present (submit, wait, cancel, query; never register a "
+        "subworker), in place of --auth-token for them",
+    )
     cp.add_argument(
         "--allow-unauthenticated",
         action="store_true",
@@ -557,6 +603,8 @@ async def _control_plane(options: argparse.Namespace) -> int:
         lease_timeout=options.lease_timeout,
         max_attempts=options.max_attempts,
         auth_token=options.auth_token,
+        worker_token=options.worker_token,
+        client_token=options.client_token,
         allow_unauthenticated=options.allow_unauthenticated,
         journal=options.journal,
         journal_sync=options.journal_sync,
@@ -764,7 +812,9 @@ _EXIT_CODES: tuple[tuple[type[Exception], int, str], ...] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    _read_secrets(parser, options)
     logging.basicConfig(
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

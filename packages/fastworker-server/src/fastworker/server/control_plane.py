@@ -18,6 +18,7 @@ import os
 import socket
 import time
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     PROTOCOL_VERSION,
@@ -64,6 +65,7 @@ class ControlPlane:
         self._local_runs: dict[str, Run] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self._frame_log = LogLimiter(log, interval=10.0)
 
     @property
     def core(self) -> ControlPlaneCore:
@@ -183,7 +185,7 @@ class ControlPlane:
             try:
                 frame = peer.outbox.receive(data)
             except ProtocolError as exc:
-                log.warning("refused a frame from %s: %s", peer.address, exc)
+                self._frame_log.log(now, "refused a frame from %s: %s", peer.address, exc)
                 peer.outbox.put(m.ErrorReply(request_id=None, error=error_info(exc)))
                 continue
             if frame.minor < _MINOR:
@@ -275,7 +277,7 @@ class ControlPlane:
             for peer_id in core.closes:
                 peer = self._peer(peer_id)
                 if peer is not None:
-                    peer.close()
+                    peer.close_after_sending()
             core.closes.clear()
 
     def _peer(self, peer_id: int | None) -> Peer | None:
@@ -301,9 +303,21 @@ def _check_exposure(settings: ControlPlaneSettings) -> None:
     host = address.split("://", 1)[1].rsplit(":", 1)[0]
     if host in _LOOPBACK_HOSTS or host.startswith("127."):
         return
-    if settings.auth_token is None and not settings.allow_unauthenticated:
+    if settings.allow_unauthenticated:
+        return
+    open_roles = [
+        role
+        for role, token in (
+            ("subworkers", settings.worker_token),
+            ("clients", settings.client_token),
+        )
+        if token is None and settings.auth_token is None
+    ]
+    if open_roles:
         raise ConfigurationError(
-            f"{address} is reachable from other hosts; set a shared secret with --auth-token "
-            "(or FASTWORKER_AUTH_TOKEN) on the control plane, its clients and subworkers, "
-            "or pass --allow-unauthenticated on a network you trust entirely"
+            f"{address} is reachable from other hosts, and {' and '.join(open_roles)} would "
+            "need no credential; set a shared secret with --auth-token (or "
+            "FASTWORKER_AUTH_TOKEN), or --worker-token and --client-token, on the control "
+            "plane, its clients and subworkers, or pass --allow-unauthenticated on a network "
+            "you trust entirely"
         )

@@ -44,7 +44,13 @@ class ControlPlaneSettings:
     dead_letters: int = DEFAULT_DEAD_LETTERS
     """Tasks that failed for good kept in the dead-letter list; 0 keeps none."""
     auth_token: str | None = None
-    """Shared secret every client and subworker must present in its hello."""
+    """Shared secret every client and subworker must present in its hello, unless its
+    role has a credential of its own."""
+    worker_token: str | None = None
+    """The credential a subworker presents to register; ``auth_token`` if unset."""
+    client_token: str | None = None
+    """The credential a client presents (submit, wait, cancel, query); it can never
+    register a subworker. ``auth_token`` if unset."""
     allow_unauthenticated: bool = False
     """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
     journal: str = DEFAULT_JOURNAL_PATH

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     FEATURE_DEAD_LETTERS,
@@ -24,6 +25,7 @@ from fastworker.protocol import (
     FEATURE_RETRIES,
     FEATURE_SCHEDULES,
     MAX_MESSAGES_PER_FRAME,
+    AuthenticationError,
     FastworkerError,
     ProtocolError,
     TaskPriority,
@@ -39,7 +41,6 @@ from .admission import Admission
 from .cache import ResultCache
 from .durability import Durability
 from .fleet import Fleet
-from .limiter import LogLimiter
 from .peers import Peers
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
@@ -122,7 +123,11 @@ class ControlPlaneCore:
         self.local_stops: list[str] = []
         """Tasks the control plane runs itself that a client cancelled."""
         self.closes: list[int] = []
-        self.peers = Peers(settings.auth_token, self.counters, self.sends, self._fenced_log)
+        self.peers = Peers(settings, self.counters, self.sends, self._fenced_log)
+        self._auth_log = LogLimiter(log, interval=10.0)
+        self._refusal_log = LogLimiter(log, interval=10.0, level=logging.INFO)
+        """Refusals are the sender's to handle (it gets the error); the log keeps a
+        sample, so a flood of bad requests cannot flood it."""
         self.fleet = Fleet(
             settings,
             control_plane_id=control_plane_id,
@@ -145,8 +150,17 @@ class ControlPlaneCore:
             self._handle(peer, message, now)
         except FastworkerError as exc:
             request_id: int | None = getattr(message, "request_id", None)
-            log.info("refused %s from %s: %s", type(message).__name__, peer.address, exc)
             self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=error_info(exc))))
+            if isinstance(exc, AuthenticationError):
+                # A refused hello: the reply says why, then the connection goes.
+                self.closes.append(peer.id)
+                self._auth_log.log(
+                    now, "refused %s from %s: %s", type(message).__name__, peer.address, exc
+                )
+            else:
+                self._refusal_log.log(
+                    now, "refused %s from %s: %s", type(message).__name__, peer.address, exc
+                )
 
     def _handle(self, peer: Connection, message: m.Message, now: float) -> None:
         self.peers.check(peer, message)
@@ -298,7 +312,7 @@ class ControlPlaneCore:
                 )
             except FastworkerError as exc:
                 self.schedules.refused(fire)
-                self._schedule_log.warning(now, "schedule %s: run skipped: %s", fire.name, exc)
+                self._schedule_log.log(now, "schedule %s: run skipped: %s", fire.name, exc)
                 continue
             if fresh:
                 run = self.admission.active[fresh[0]]
@@ -341,7 +355,7 @@ class ControlPlaneCore:
         else:
             self.counters.fenced += 1
             if task is None or task.last_holder != worker.worker_id:
-                self._fenced_log.warning(
+                self._fenced_log.log(
                     now,
                     "ignored an outcome for task %s from subworker %s, which does not hold it",
                     task_id,

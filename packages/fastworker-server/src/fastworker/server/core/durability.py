@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.protocol import StorageError, TaskStatus, WorkerLostError
 from fastworker.protocol import messages as m
 
 from ..journal import MEMORY_JOURNAL_PATH, Journal, TaskRecord
 from .admission import Admission
 from .cache import ResultCache
-from .limiter import LogLimiter
 from .records import TaskState, error_info, failed_outcome
 from .scheduler import Scheduler
 from .schedules import Schedules
@@ -92,9 +92,7 @@ class Durability:
         except StorageError as exc:
             schedules.give_back(changed, removed)
             self.failing = True
-            self._log.warning(
-                now, "the journal refused a write; its submissions are refused: %s", exc
-            )
+            self._log.log(now, "the journal refused a write; its submissions are refused: %s", exc)
             held, self._held = self._held, []
             error = error_info(exc)
             taken_back: list[TaskState] = []

@@ -1,62 +1,104 @@
-"""What the core knows of each connection beyond its id: whether it presented the shared
-secret, whether it speaks protocol 1.0, and what it may not do."""
+"""What the core knows of each connection beyond its id: which role's credential it
+presented, whether it speaks protocol 1.0, and what it may not do."""
 
 from __future__ import annotations
 
 import hmac
 from typing import TypeVar
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.protocol import AuthenticationError, LeaseError, TaskStatus
 from fastworker.protocol import messages as m
 
-from .limiter import LogLimiter
+from ..settings import ControlPlaneSettings
 from .records import Connection, error_info
 
-__all__ = ["Peers"]
+__all__ = ["CLIENT_ROLE", "WORKER_ROLE", "Peers"]
 
 _TaskReply = TypeVar("_TaskReply", m.StatusReply, m.HistoryReply)
 
 
+def _same(presented: str, expected: str | None) -> bool:
+    """Whether a presented secret is ``expected``, in constant time."""
+    return expected is not None and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+CLIENT_ROLE = "client"
+WORKER_ROLE = "subworker"
+
+
 class Peers:
     """Authentication and protocol minor per connection, and the refusal of worker
-    messages from a connection that never registered as a subworker."""
+    messages from a connection that never registered as a subworker.
+
+    Each role has its own credential: ``worker_token`` for subworkers, ``client_token``
+    for clients, ``auth_token`` for a role without one of its own. A role with no
+    credential at all needs none. Each credential is for its role only: a client's never
+    registers a subworker, and a subworker's is not a client's.
+    """
 
     def __init__(
         self,
-        auth_token: str | None,
+        settings: ControlPlaneSettings,
         counters: m.Counters,
         sends: list[tuple[int, m.Message]],
         fenced_log: LogLimiter,
     ) -> None:
-        self._token = auth_token
+        self._credentials: dict[str, str | None] = {
+            CLIENT_ROLE: settings.client_token or settings.auth_token,
+            WORKER_ROLE: settings.worker_token or settings.auth_token,
+        }
+        self._open = all(token is None for token in self._credentials.values())
+        """No credential is set: every connection may do anything."""
         self._counters = counters
         self._sends = sends
         self._fenced_log = fenced_log
-        self._authenticated: set[int] = set()
+        self._roles: dict[int, set[str]] = {}
+        """What each authenticated connection presented the credential of."""
         self._minor_zero: set[int] = set()
         """Connections that speak protocol 1.0: they are never sent a 1.1 status."""
 
     def check(self, peer: Connection, message: m.Message) -> None:
-        """Refuse anything but a hello with the shared secret from a connection that has
-        not presented it yet (when the control plane has one).
+        """Let a hello through with its role's credential, and anything else only from a
+        connection that presented one (when the control plane has credentials).
 
         Raises:
-            AuthenticationError: no secret, or the wrong one.
+            AuthenticationError: no credential, the wrong one, or one of another role.
         """
-        token = self._token
-        if token is None or peer.id in self._authenticated:
-            return
-        presented = (
-            message.auth_token if isinstance(message, m.ClientHello | m.WorkerHello) else None
-        )
-        if presented is None:
+        if isinstance(message, m.ClientHello):
+            self._hello(peer.id, message.auth_token, CLIENT_ROLE)
+        elif isinstance(message, m.WorkerHello):
+            self._hello(peer.id, message.auth_token, WORKER_ROLE)
+        elif not self._open and peer.id not in self._roles:
             raise AuthenticationError(
                 "this control plane requires a shared secret: start with a hello that "
                 "carries it (--auth-token or FASTWORKER_AUTH_TOKEN)"
             )
-        if not hmac.compare_digest(presented.encode(), token.encode()):
-            raise AuthenticationError("wrong shared secret")
-        self._authenticated.add(peer.id)
+
+    def _hello(self, peer_id: int, presented: str, role: str) -> None:
+        roles = self._roles.get(peer_id)
+        if roles is not None and role in roles:
+            return
+        expected = self._credentials[role]
+        if expected is None:
+            if not self._open:
+                self._roles.setdefault(peer_id, set()).add(role)
+            return
+        if _same(presented, expected):
+            self._roles.setdefault(peer_id, set()).add(role)
+            return
+        other = WORKER_ROLE if role == CLIENT_ROLE else CLIENT_ROLE
+        if _same(presented, self._credentials[other]):
+            raise AuthenticationError(
+                f"this secret is a {other}'s: a {role} needs the {role} secret "
+                f"(--{'worker' if role == WORKER_ROLE else 'client'}-token on the control plane)"
+            )
+        if not presented:
+            raise AuthenticationError(
+                f"this control plane requires a {role}'s secret: pass it with "
+                "--auth-token or FASTWORKER_AUTH_TOKEN (or --auth-token-file)"
+            )
+        raise AuthenticationError(f"wrong secret for a {role}")
 
     def refuse_non_worker(self, peer: Connection, message: m.Message, now: float) -> None:
         """A connection that never registered as a subworker sent what only one may."""
@@ -64,7 +106,7 @@ class Peers:
             return  # harmless, and an old subworker may heartbeat before its welcome
         count = len(message.outcomes) if isinstance(message, m.TasksDone) else 1
         self._counters.fenced += count
-        self._fenced_log.warning(
+        self._fenced_log.log(
             now,
             "refused %s from %s: not a registered subworker",
             type(message).__name__,
@@ -91,5 +133,5 @@ class Peers:
         return reply
 
     def gone(self, peer_id: int) -> None:
-        self._authenticated.discard(peer_id)
+        self._roles.pop(peer_id, None)
         self._minor_zero.discard(peer_id)

@@ -1,0 +1,91 @@
+"""Credentials by role in the control plane's core: a client's credential never
+registers a subworker, a refused hello closes its connection, and refusals are
+rate-limited in the log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_core_state import CLIENT, OTHER_CLIENT, A, Harness
+
+from fastworker.protocol import messages as m
+
+WORKER = "worker secret"
+CLIENT_SECRET = "client secret"
+
+
+def _hello(token: str, request_id: int = 1) -> m.ClientHello:
+    return m.ClientHello(request_id=request_id, auth_token=token)
+
+
+def _worker_hello(token: str) -> m.WorkerHello:
+    return m.WorkerHello(
+        request_id=1, worker_id="a", concurrency=1, task_names=["add"], auth_token=token
+    )
+
+
+def _error(h: Harness, conn: object) -> m.ErrorInfo:
+    (reply,) = h.sent(conn)  # pyright: ignore[reportArgumentType]
+    assert isinstance(reply, m.ErrorReply), reply
+    return reply.error
+
+
+def test_each_role_takes_its_own_credential_only() -> None:
+    h = Harness(worker_token=WORKER, client_token=CLIENT_SECRET)
+    h.send(CLIENT, _hello(CLIENT_SECRET))
+    assert isinstance(h.sent(CLIENT)[0], m.Welcome)
+    h.send(A, _worker_hello(CLIENT_SECRET))
+    error = _error(h, A)
+    assert error.code == "authentication"
+    assert "this secret is a client's" in error.message
+    assert h.core.workers == {}
+    assert h.core.closes == [A.id]
+    h.send(OTHER_CLIENT, _hello(WORKER))
+    assert "this secret is a subworker's" in _error(h, OTHER_CLIENT).message
+
+
+def test_a_subworker_with_its_credential_registers() -> None:
+    h = Harness(worker_token=WORKER, client_token=CLIENT_SECRET)
+    h.send(A, _worker_hello(WORKER))
+    assert isinstance(h.sent(A)[0], m.WorkerWelcome)
+    assert list(h.core.workers) == ["a"]
+    assert h.core.closes == []
+
+
+def test_nothing_but_a_hello_passes_before_a_credential() -> None:
+    h = Harness(auth_token="shared")
+    h.send(A, m.TasksDone(outcomes=[]))
+    assert "requires a shared secret" in _error(h, A).message
+    h.send(CLIENT, m.OverviewQuery(request_id=3))
+    assert _error(h, CLIENT).code == "authentication"
+    h.send(CLIENT, _hello(""))
+    assert "requires a client's secret" in _error(h, CLIENT).message
+    h.send(OTHER_CLIENT, _hello("guess"))
+    assert _error(h, OTHER_CLIENT).message == "wrong secret for a client"
+
+
+def test_the_shared_secret_serves_a_role_without_a_credential_of_its_own() -> None:
+    h = Harness(auth_token="shared", client_token=CLIENT_SECRET)
+    h.send(A, _worker_hello("shared"))
+    assert isinstance(h.sent(A)[0], m.WorkerWelcome)
+    h.send(CLIENT, _hello("shared"))
+    assert _error(h, CLIENT).code == "authentication"
+
+
+def test_refused_hellos_are_rate_limited_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(auth_token="shared")
+    with caplog.at_level(logging.INFO, logger="fastworker.control_plane"):
+        for attempt in range(50):
+            h.send(CLIENT, _hello("guess", request_id=attempt + 1))
+            h.now += 0.1  # 5 s in all
+        h.now += 10.0
+        h.send(CLIENT, _hello("guess", request_id=99))
+    refused = [r.getMessage() for r in caplog.records if "refused ClientHello" in r.getMessage()]
+    assert len(refused) == 2
+    assert "49 more like it" in refused[1]
