@@ -89,6 +89,45 @@ async def _get_text(url: str) -> str:
     return await asyncio.to_thread(get)
 
 
+async def test_the_schedules_card_shows_a_schedule_the_control_plane_fires(
+    processes: Processes,
+) -> None:
+    address = processes.address()
+    processes.control_plane(
+        address, "--schedule", "chime=every:1", task_modules="fw_periodic_tasks"
+    )
+    client = await connect(address)
+    try:
+        url = await asyncio.to_thread(start_dashboard, processes, address)
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = await asyncio.to_thread(_get_json, url + "api/schedules")
+            listed = {s["name"]: s for s in body["schedules"]} if status == 200 else {}
+            chime = listed.get("chime")
+            if chime is not None and chime["runs"] > 0:
+                break
+            assert time.monotonic() < deadline, (status, body)
+            await asyncio.sleep(0.2)
+        assert chime["schedule"].startswith("every:1")
+        assert chime["last_fire"] is not None
+        assert chime["next_fire"] > chime["last_fire"]
+        assert "tick" in listed  # the module's own schedule, next to the command line's
+        run = chime["last_task_id"]
+        info = await client.status(run)
+        assert (info.schedule, info.fire_time) == ("chime", chime["last_fire"])
+
+        # The card on the page, and the run's own page, say the same.
+        card = await _get_text(url + "fragments/schedules")
+        runs = re.search(r'<tr data-schedule="chime" data-runs="(\d+)"', card)
+        assert runs is not None, card
+        assert int(runs.group(1)) >= chime["runs"]
+        assert 'data-schedule="tick"' in card
+        page = await _get_text(url + f"tasks/{run}")
+        assert 'run of schedule <a href="/#schedules">chime</a>, due at <time' in page
+    finally:
+        await client.stop()
+
+
 def _post(url: str, origin: str, csrf: str) -> tuple[int, Any]:
     request = urllib.request.Request(
         url, method="POST", headers={"X-CSRF-Token": csrf, "Origin": origin}

@@ -37,7 +37,10 @@ class FakeSource:
     Its dead-letter list behaves like the control plane's: oldest first, bounded by
     ``dead_letter_bound`` (the oldest dropped and counted past it); a retry submits a new
     task naming the old one in ``retry_of`` and takes it off the list, a purge drops it.
-    ``dead_letters_supported = False`` makes it an older control plane without the list."""
+    ``dead_letters_supported = False`` makes it an older control plane without the list.
+
+    ``periodic`` is its list of schedules, as the control plane reports them (by name);
+    ``schedules_supported = False`` makes it an older control plane without them."""
 
     def __init__(self) -> None:
         self.address = "ipc:///fake/control-plane.sock"
@@ -67,6 +70,8 @@ class FakeSource:
         """Every dead letter retried so far: {old id: new id}."""
         self.dead_letter_queries: list[tuple[int, int]] = []
         """(offset, limit) of each dead-letter page asked for."""
+        self.periodic: list[m.ScheduleInfo] = []
+        self.schedules_supported = True
 
     def _check(self) -> None:
         if self.down:
@@ -85,6 +90,8 @@ class FakeSource:
         task_id: str | None = None,
         not_before: float | None = None,
         retry_of: str = "",
+        schedule: str = "",
+        fire_time: float | None = None,
     ) -> str:
         task_id = task_id or uuid.uuid4().hex
         now = time.time()
@@ -104,6 +111,8 @@ class FakeSource:
             error=error,
             not_before=not_before,
             retry_of=retry_of,
+            schedule=schedule,
+            fire_time=fire_time,
         )
         self.payloads[task_id] = (list(args), dict(kwargs or {}), value)
         return task_id
@@ -272,6 +281,16 @@ class FakeSource:
         chosen = set(self.dead) if all else set(task_ids) & set(self.dead)
         self.dead = [t for t in self.dead if t not in chosen]
         return len(chosen)
+
+    async def schedules(self) -> list[m.ScheduleInfo]:
+        self._check()
+        if not self.schedules_supported:
+            raise UnsupportedFeatureError(
+                f"this asks for periodic tasks, which the control plane at {self.address} "
+                "does not offer ('schedules' is not among its features: it runs an older "
+                "release)"
+            )
+        return sorted(self.periodic, key=lambda s: s.name)
 
 
 def make_app(fake: FakeSource, prefix: str = "", **options: Any) -> FastAPI:

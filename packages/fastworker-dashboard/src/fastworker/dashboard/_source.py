@@ -48,6 +48,8 @@ class DashboardSource(Protocol):
 
     async def purge_dead(self, *task_ids: str, all: bool = False) -> int: ...
 
+    async def schedules(self) -> list[m.ScheduleInfo]: ...
+
 
 _CLIENT_IS_A_SOURCE: type[DashboardSource] = Client
 """Makes the type checker prove that Client has every call, with these signatures."""

@@ -21,6 +21,7 @@ __all__ = [
     "dead_letters_view",
     "overview_view",
     "pretty",
+    "schedules_view",
     "short_id",
     "task_detail_view",
     "task_view",
@@ -140,6 +141,8 @@ def task_view(info: m.TaskInfo) -> dict[str, Any]:
         "attempts": info.attempts,
         "not_before": info.not_before,
         "retry_of": info.retry_of or None,
+        "schedule": info.schedule or None,
+        "fire_time": info.fire_time,
         "error": None
         if error is None
         else {
@@ -161,6 +164,26 @@ def dead_letters_view(reply: m.DeadLettersReply, offset: int, limit: int) -> dic
         "total": reply.total,
         "dropped": reply.dropped,
         "tasks": [task_view(t) for t in reply.tasks],
+    }
+
+
+def schedules_view(schedules: list[m.ScheduleInfo]) -> dict[str, Any]:
+    """The control plane's periodic tasks as plain data, in its order (by task name)."""
+    return {
+        "total": len(schedules),
+        "schedules": [
+            {
+                "name": s.name,
+                "schedule": s.schedule,
+                "next_fire": s.next_fire,
+                "last_fire": s.last_fire,
+                "last_task_id": s.last_task_id or None,
+                "last_task_short_id": short_id(s.last_task_id) if s.last_task_id else None,
+                "runs": s.runs,
+                "skipped": s.skipped,
+            }
+            for s in schedules
+        ],
     }
 
 

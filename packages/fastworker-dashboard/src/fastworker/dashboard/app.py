@@ -44,6 +44,7 @@ from fastworker.protocol import (
 
 from . import _dead_letters as dead_letters
 from . import _format
+from . import _schedules as schedules
 from ._htmx import HTMX_FILE, HTMX_VERSION
 from ._metrics import Sampler
 from ._security import CSRF_HEADER, TOKEN_COOKIE, AccessGuard, CsrfGuard
@@ -252,6 +253,7 @@ class _Dashboard:
         self._add("/fragments/live", "live", self.live_fragment)
         self._add("/fragments/history", "history", self.history_fragment)
         self._add("/fragments/dead-letters", "dead_letters", self.dead_letters_fragment)
+        self._add("/fragments/schedules", "schedules", self.schedules_fragment)
         self._add("/fragments/tasks/{task_id:path}", "task_fragment", self.task_fragment)
         self._add("/tasks/{task_id:path}", "task", self.task_page)
         self._add("/actions/cancel/{task_id:path}", "cancel", self.cancel, method="POST")
@@ -265,6 +267,7 @@ class _Dashboard:
         self._add("/api/overview", "api_overview", self.api_overview)
         self._add("/api/history", "api_history", self.api_history)
         self._add("/api/dead-letters", "api_dead_letters", self.api_dead_letters)
+        self._add("/api/schedules", "api_schedules", self.api_schedules)
         self._add("/api/tasks/{task_id:path}", "api_task", self.api_task)
         self._add("/static/{filename}", "static", self.static, guarded=False)
 
@@ -541,14 +544,30 @@ class _Dashboard:
                 None, offset, limit, unreachable=self._unreachable(client, exc)
             )
 
+    async def _schedules(self) -> dict[str, Any]:
+        """The schedules card's context."""
+        client = self.client()
+        try:
+            return await schedules.listing(client)
+        except TransportError as exc:
+            return schedules.card(None, unreachable=self._unreachable(client, exc))
+
     # --- views ----------------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         query = self._history_query(request, strict=False)
-        live, page, dead = await asyncio.gather(
-            self._live_context(), self._history(query), self._dead_letters(request, strict=False)
+        live, page, dead, periodic = await asyncio.gather(
+            self._live_context(),
+            self._history(query),
+            self._dead_letters(request, strict=False),
+            self._schedules(),
         )
-        context = {**live, "history": self._history_context(query, page), "dead": dead}
+        context = {
+            **live,
+            "history": self._history_context(query, page),
+            "dead": dead,
+            "periodic": periodic,
+        }
         return self._html(request, "index.html", context, 503 if live["unreachable"] else 200)
 
     async def live_fragment(self, request: Request) -> Response:
@@ -568,6 +587,9 @@ class _Dashboard:
     async def dead_letters_fragment(self, request: Request) -> Response:
         dead = await self._dead_letters(request, strict=False)
         return self._html(request, "_dead_letters.html", {"dead": dead})
+
+    async def schedules_fragment(self, request: Request) -> Response:
+        return self._html(request, "_schedules.html", {"periodic": await self._schedules()})
 
     def _index_url(self, request: Request, query: _HistoryQuery) -> str:
         params = query.params()
@@ -629,10 +651,16 @@ class _Dashboard:
         if dead["unreachable"] is not None:
             return self._unreachable_json(dead["unreachable"])
         if dead["unsupported"]:
-            return self._json(
-                {"error": "unsupported_feature", "message": dead_letters.UNSUPPORTED}, 501
-            )
+            return self._unsupported_json(dead_letters.UNSUPPORTED)
         return self._json(dead["list"])
+
+    async def api_schedules(self, request: Request) -> Response:
+        periodic = await self._schedules()
+        if periodic["unreachable"] is not None:
+            return self._unreachable_json(periodic["unreachable"])
+        if periodic["unsupported"]:
+            return self._unsupported_json(schedules.UNSUPPORTED)
+        return self._json(periodic["list"])
 
     async def api_task(self, request: Request) -> Response:
         context, status = await self._task_context(request.path_params["task_id"])
@@ -646,6 +674,9 @@ class _Dashboard:
         for key in ("args_text", "kwargs_text", "value_text"):
             task.pop(key, None)
         return self._json(task)
+
+    def _unsupported_json(self, message: str) -> Response:
+        return self._json({"error": "unsupported_feature", "message": message}, 501)
 
     def _unreachable_json(self, unreachable: dict[str, Any]) -> Response:
         return self._json(
