@@ -46,6 +46,7 @@ CROSS_TEST_TOOLS = (
     "playwright>=1.40",  # drives the system Chromium; never downloads a browser
     "hypothesis>=6.100",
     "cronsim>=2.7,<3",
+    "trustme>=1.1",  # certificates made at test time, for the TLS tests
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {

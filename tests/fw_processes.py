@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from fastworker.client import Client
+from fastworker.client import Client, TLSOptions
 from fastworker.protocol import AuthenticationError
 
 TESTS_DIR = Path(__file__).parent
@@ -124,10 +124,14 @@ class Processes:
 
 
 async def connect(
-    address: str, *, timeout: float = START_TIMEOUT, auth_token: str | None = None
+    address: str,
+    *,
+    timeout: float = START_TIMEOUT,
+    auth_token: str | None = None,
+    tls: TLSOptions | None = None,
 ) -> Client:
     """A started client of the control plane at ``address``, once it answers."""
-    client = Client(address, request_timeout=2.0, auth_token=auth_token)
+    client = Client(address, request_timeout=2.0, auth_token=auth_token, tls=tls)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -46,6 +46,7 @@ from .tasks import (
     task,
     use_client,
 )
+from .tls import TLSOptions
 
 __all__ = [
     "DEFAULT_RESULT_WAIT",
@@ -67,6 +68,7 @@ __all__ = [
     "Retry",
     "SyncClient",
     "SyncCompletionCallback",
+    "TLSOptions",
     "Task",
     "TaskCall",
     "TaskCancelledError",

@@ -43,6 +43,7 @@ from fastworker.protocol import (
 from fastworker.protocol.messages import Frame, Message
 
 from ._limiter import LogLimiter
+from .tls import TLS_SCHEME, TLSOptions, check_tls, host_of, read_pem
 
 log = logging.getLogger("fastworker.transport")
 
@@ -371,8 +372,11 @@ class Dialer:
         on_disconnect: Callable[[], None],
         on_bad_frame: Callable[[ProtocolError], None] = lambda _error: None,
         name: str = "fastworker-client",
+        tls: TLSOptions | None = None,
     ) -> None:
         self.address = check_address(address)
+        tls = check_tls(self.address, tls)
+        tls_config = client_tls_config(self.address, tls) if tls is not None else None
         self._loop = loop
         self._on_message = on_message
         self._on_bad_frame = on_bad_frame
@@ -385,9 +389,11 @@ class Dialer:
                 recv_buffer_size=_SEND_BUFFER_FRAMES,
                 reconnect_time_min=50,
                 reconnect_time_max=1000,
+                tls_config=tls_config,
             )
         except pynng.NNGException as exc:
             raise TransportError(f"cannot create a socket: {exc}") from exc
+        self._endpoint: pynng.Dialer | None = None
         self._pipe_id: int | None = None
         """The connection the frame counts belong to. Set in-band, by the first frame of
         each connection: NNG's connect callback may reach the loop after that frame."""
@@ -438,10 +444,17 @@ class Dialer:
     def open(self) -> None:
         """Start dialing; returns at once and NNG keeps trying in the background."""
         try:
-            self._socket.dial(self.address, block=False)
+            self._endpoint = self._socket.dial(self.address, block=False)
         except pynng.NNGException as exc:
             raise ConfigurationError(f"cannot dial {self.address}: {exc}") from exc
         self._pump.start()
+
+    def failures(self) -> str | None:
+        """Why the connection could not be made so far, if NNG's counters of this dial
+        say (a TLS handshake that failed, a refused port), else None."""
+        if self._endpoint is None or self.connected:
+            return None
+        return describe_failures(endpoint_stats(self._endpoint), self.address)
 
     def close(self) -> None:
         """Stop receiving and close the socket."""
@@ -459,6 +472,75 @@ class Dialer:
     @property
     def connected(self) -> bool:
         return bool(self._socket.pipes)
+
+
+def client_tls_config(address: str, tls: TLSOptions) -> pynng.TLSConfig:
+    """NNG's TLS settings for a client of ``address``: the control plane's certificate
+    must chain to ``tls.ca`` and carry the server name (always checked: NNG's optional
+    mode would accept any certificate)."""
+    own: dict[str, str] = {}
+    if tls.cert is not None and tls.key is not None:
+        own = {
+            "own_cert_string": read_pem("certificate", tls.cert),
+            "own_key_string": read_pem("key", tls.key),
+        }
+    try:
+        return pynng.TLSConfig(
+            pynng.TLSConfig.MODE_CLIENT,
+            server_name=tls.server_name or host_of(address),
+            ca_string=read_pem("certificate authority", tls.ca),
+            auth_mode=pynng.TLSConfig.AUTH_MODE_REQUIRED,
+            **own,
+        )
+    except pynng.NNGException as exc:
+        raise ConfigurationError(f"the TLS settings for {address} cannot be used: {exc}") from exc
+
+
+def endpoint_stats(endpoint: pynng.Dialer | pynng.Listener) -> dict[str, int]:
+    """NNG's counters of one dialer or listener (``connect``, ``refused``, ``auth``,
+    ``proto``, ...)."""
+    ffi, lib = pynng.ffi, pynng.lib
+    root = ffi.new("nng_stat **")
+    if lib.nng_stats_get(root) != 0:
+        return {}
+    try:
+        if isinstance(endpoint, pynng.Listener):
+            stat = lib.nng_stat_find_listener(root[0], endpoint.listener)
+        else:
+            stat = lib.nng_stat_find_dialer(root[0], endpoint.dialer)
+        counters: dict[str, int] = {}
+        child = lib.nng_stat_child(stat) if stat != ffi.NULL else ffi.NULL
+        while child != ffi.NULL:
+            if lib.nng_stat_type(child) in (lib.NNG_STAT_COUNTER, lib.NNG_STAT_LEVEL):
+                name = ffi.string(lib.nng_stat_name(child)).decode()
+                counters[name] = int(lib.nng_stat_value(child))
+            child = lib.nng_stat_next(child)
+        return counters
+    finally:
+        lib.nng_stats_free(root[0])
+
+
+def describe_failures(counters: dict[str, int], address: str) -> str | None:
+    """What NNG's counters of a dialer say about why it has no connection."""
+    tls = address.startswith(TLS_SCHEME)
+    if counters.get("auth"):
+        return (
+            f"the TLS handshake with {address} failed {counters['auth']} times: its "
+            "certificate is not signed by the certificate authority given (--tls-ca), "
+            "or does not carry the server name, or it requires a client certificate "
+            "this side does not have or it does not trust"
+        )
+    if counters.get("proto") and tls:
+        return (
+            f"{address} does not speak TLS ({counters['proto']} handshakes failed): is it tcp://?"
+        )
+    if counters.get("other") or counters.get("proto"):
+        count = counters.get("other", 0) + counters.get("proto", 0)
+        hint = "does it expect another certificate?" if tls else "does it listen on tls+tcp://?"
+        return f"{address} closed the connection while it was set up, {count} times: {hint}"
+    if counters.get("refused"):
+        return f"nothing listens at {address} (refused {counters['refused']} times)"
+    return None
 
 
 def closed_error(address: str) -> ConnectionClosedError:

@@ -52,6 +52,7 @@ from ._version import __version__
 from .options import Retries, check_retry, check_start
 from .results import TaskResult
 from .tasks import Submitter, get_default_client, set_default_client
+from .tls import TLSOptions, check_tls
 
 __all__ = ["CompletionCallback", "TaskCall"]
 
@@ -89,7 +90,9 @@ class Client:
 
     ``address`` defaults to ``$FASTWORKER_ADDRESS``, then to the local default
     (``tcp://127.0.0.1:5555``); ``auth_token``, the control plane's shared secret if it
-    has one, to ``$FASTWORKER_AUTH_TOKEN``. Use it as ``async with Client() as client:`` or call
+    has one, to ``$FASTWORKER_AUTH_TOKEN``; ``tls``, for a ``tls+tcp://`` address, to
+    ``$FASTWORKER_TLS_CA`` and its siblings (:class:`~fastworker.client.TLSOptions`).
+    Use it as ``async with Client() as client:`` or call
     :meth:`start` and :meth:`stop`. Every call has a bound: ``request_timeout`` seconds
     for the control plane to answer, and the ``timeout`` given to :meth:`result`.
     """
@@ -102,10 +105,12 @@ class Client:
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
         name: str | None = None,
         auth_token: str | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
         self.address = (
             address or os.environ.get(f"{ENV_PREFIX}ADDRESS") or DEFAULT_CONTROL_PLANE_ADDRESS
         )
+        self._tls = check_tls(self.address, tls)
         if request_timeout <= 0:
             raise ConfigurationError("request_timeout must be positive")
         self.request_timeout = request_timeout
@@ -137,7 +142,10 @@ class Client:
 
         Raises:
             RequestTimeoutError: no control plane answered within ``request_timeout``.
+            NotConnectedError: the connection could not be set up, and NNG's counters
+                say why (a TLS handshake that failed, a peer that does not speak TLS).
             ProtocolVersionError: the control plane speaks another major version.
+            ConfigurationError: TLS settings that cannot be used.
         """
         if self._dialer is not None:
             return
@@ -150,18 +158,11 @@ class Client:
             on_bad_frame=self._fail_requests,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            tls=self._tls,
         )
         self._dialer.open()
         try:
-            welcome = await self._request(
-                lambda rid: m.ClientHello(
-                    request_id=rid,
-                    client_name=self.name,
-                    library_version=__version__,
-                    auth_token=self._auth_token,
-                ),
-                m.Welcome,
-            )
+            welcome = await self._hello()
         except BaseException:
             await self.stop()
             raise
@@ -173,6 +174,27 @@ class Client:
             set_default_client(
                 cast("Submitter", self)
             )  # so `await my_task.delay(...)` finds this client
+
+    async def _hello(self) -> m.Welcome:
+        try:
+            return await self._request(
+                lambda rid: m.ClientHello(
+                    request_id=rid,
+                    client_name=self.name,
+                    library_version=__version__,
+                    auth_token=self._auth_token,
+                ),
+                m.Welcome,
+            )
+        except RequestTimeoutError as exc:
+            # No answer: if the connection never came up, NNG's counters say why. A port
+            # that refuses may be a control plane still starting: that stays a timeout.
+            why = self._dialer.failures() if self._dialer is not None else None
+            if why is None:
+                raise
+            if why.startswith("nothing listens"):
+                raise RequestTimeoutError(f"{exc}: {why}") from exc
+            raise NotConnectedError(f"could not connect: {why}") from exc
 
     async def stop(self) -> None:
         """Close the connection. Calls still waiting fail with NotConnectedError."""

@@ -43,6 +43,7 @@ from fastworker.protocol import messages as m
 
 from .client import Client, CompletionCallback, TaskCall
 from .results import TaskResult
+from .tls import TLSOptions
 
 __all__ = ["FastWorker", "get_client", "get_fastworker"]
 
@@ -66,10 +67,11 @@ class FastWorker:
         address: str | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         auth_token: str | None = None,
+        tls: TLSOptions | None = None,
         client: Client | None = None,
     ) -> None:
         self.client = client or Client(
-            address, request_timeout=request_timeout, auth_token=auth_token
+            address, request_timeout=request_timeout, auth_token=auth_token, tls=tls
         )
         self._routes_prefix = "/tasks"
         if app is not None:

@@ -51,6 +51,7 @@ from .client import Client, TaskCall
 from .options import Retries
 from .results import TaskResult
 from .tasks import Submitter, get_default_client, set_default_client
+from .tls import TLSOptions
 
 __all__ = ["DEFAULT_RESULT_WAIT", "SyncClient", "SyncCompletionCallback"]
 
@@ -158,6 +159,7 @@ class SyncClient:
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
         name: str | None = None,
         auth_token: str | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
         """Resolve and check the settings as :class:`~fastworker.client.Client` does
         (``address`` defaults to ``$FASTWORKER_ADDRESS``, then ``tcp://127.0.0.1:5555``).
@@ -171,12 +173,14 @@ class SyncClient:
             result_cache_size=result_cache_size,
             name=name,
             auth_token=auth_token,
+            tls=tls,
         )
         self.address: str = settings.address
         self.request_timeout: float = settings.request_timeout
         self.name: str = settings.name
         self._result_cache_size = result_cache_size
         self._auth_token = auth_token
+        self._tls = tls
         self._runner: _Runner | None = None
         # Guards _runner and every submission to its loop, so that nothing is handed to a
         # loop after stop() let go of it.
@@ -209,6 +213,7 @@ class SyncClient:
                 result_cache_size=self._result_cache_size,
                 name=self.name,
                 auth_token=self._auth_token,
+                tls=self._tls,
             )
             global _nng_used_in
             _nng_used_in = os.getpid()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable
 
@@ -25,10 +26,12 @@ from fastworker.client._transport import (
     Outbox,
     ReceivePump,
     check_address,
+    endpoint_stats,
 )
+from fastworker.client.tls import TLS_SCHEME, read_pem
 from fastworker.protocol import ConfigurationError, TransportError
 
-__all__ = ["Listener", "Peer"]
+__all__ = ["Listener", "ListenerTLS", "Peer"]
 
 _BUFFER_FRAMES = 1024
 _CLOSE_GRACE = 0.5
@@ -74,6 +77,37 @@ class Peer:
             self._pipe.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenerTLS:
+    """The control plane's side of TLS: its certificate (PEM, with its chain) and key,
+    and, for mutual TLS, the certificate authority client certificates must chain to."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def config(self) -> pynng.TLSConfig:
+        """NNG's settings; the files are read now, so a wrong path fails at start."""
+        own_cert = read_pem("certificate", self.cert)
+        own_key = read_pem("key", self.key)
+        try:
+            config = pynng.TLSConfig(
+                pynng.TLSConfig.MODE_SERVER, own_cert_string=own_cert, own_key_string=own_key
+            )
+            if self.client_ca is None:
+                # Passed to the constructor, NONE (0) would be ignored.
+                config.set_auth_mode(pynng.TLSConfig.AUTH_MODE_NONE)
+            else:
+                # REQUIRED, never OPTIONAL: NNG's optional mode accepts any certificate.
+                config.set_ca_chain(read_pem("certificate authority", self.client_ca))
+                config.set_auth_mode(pynng.TLSConfig.AUTH_MODE_REQUIRED)
+        except pynng.NNGException as exc:
+            raise ConfigurationError(
+                f"the control plane's TLS settings cannot be used: {exc}"
+            ) from exc
+        return config
+
+
 class Listener:
     """The control plane's socket. Calls back on the event loop thread."""
 
@@ -84,8 +118,19 @@ class Listener:
         loop: asyncio.AbstractEventLoop,
         on_frames: Callable[[list[tuple[Peer, bytes]]], None],
         on_disconnect: Callable[[Peer], None],
+        tls: ListenerTLS | None = None,
     ) -> None:
         self.address = check_address(address)
+        if address.startswith(TLS_SCHEME) and tls is None:
+            raise ConfigurationError(
+                f"{address} is a TLS address: give the control plane its certificate and "
+                "key (--tls-cert, --tls-key)"
+            )
+        if tls is not None and not address.startswith(TLS_SCHEME):
+            raise ConfigurationError(
+                f"a TLS certificate was given, but {address} is not a {TLS_SCHEME} address"
+            )
+        tls_config = tls.config() if tls is not None else None
         self._loop = loop
         self._on_frames = on_frames
         self._on_disconnect = on_disconnect
@@ -99,7 +144,9 @@ class Listener:
                 recv_max_size=SOCKET_RECV_LIMIT,
                 send_buffer_size=_BUFFER_FRAMES,
                 recv_buffer_size=_BUFFER_FRAMES,
+                tls_config=tls_config,
             )
+        self._endpoint: pynng.Listener | None = None
         self._socket.add_post_pipe_remove_cb(self._pipe_removed)
         self._pump = ReceivePump(
             self._socket, loop, self._frames_arrived, "fastworker-control-plane"
@@ -108,12 +155,21 @@ class Listener:
     def open(self) -> None:
         """Start listening. Raises ConfigurationError if the address cannot be bound."""
         try:
-            self._socket.listen(self.address)
+            self._endpoint = self._socket.listen(self.address)
         except pynng.AddressInUse as exc:
             raise ConfigurationError(f"{self.address} is already in use: {exc}") from exc
         except pynng.NNGException as exc:
             raise ConfigurationError(f"cannot listen on {self.address}: {exc}") from exc
         self._pump.start()
+
+    def failed_handshakes(self) -> int:
+        """Connections that ended before they were set up, since the start: a TLS
+        handshake that failed (an untrusted or missing certificate, a peer that does not
+        speak TLS). NNG tells the listener nothing else of them."""
+        if self._endpoint is None:
+            return 0
+        counters = endpoint_stats(self._endpoint)
+        return counters.get("auth", 0) + counters.get("proto", 0) + counters.get("other", 0)
 
     def close(self) -> None:
         """Stop listening and drop every connection."""

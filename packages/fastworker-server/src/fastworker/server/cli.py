@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from fastworker.client import Client
 from fastworker.client.schedules import Cron, Every, parse_schedule
 from fastworker.client.tasks import TaskRegistry, default_registry
+from fastworker.client.tls import TLSOptions
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DASHBOARD_HOST,
@@ -154,6 +155,41 @@ def _read_secrets(parser: argparse.ArgumentParser, options: argparse.Namespace) 
         setattr(options, dest, secret)
 
 
+def _add_tls_peer_flags(parser: argparse.ArgumentParser) -> None:
+    """TLS of a client or subworker, for a tls+tcp:// control plane."""
+    parser.add_argument(
+        "--tls-ca",
+        metavar="PATH",
+        help="for a tls+tcp:// control plane: the certificate authority (PEM) its "
+        "certificate must chain to",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PATH",
+        help="this side's certificate (PEM, with its chain), for mutual TLS",
+    )
+    parser.add_argument("--tls-key", metavar="PATH", help="the key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-server-name",
+        help="the name the control plane's certificate must carry (default: the host of "
+        "its address)",
+    )
+
+
+def _tls_options(options: argparse.Namespace) -> TLSOptions | None:
+    """The TLS options the flags give; None leaves them to FASTWORKER_TLS_*."""
+    if options.tls_ca is None:
+        if options.tls_cert or options.tls_key or options.tls_server_name:
+            raise ConfigurationError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return None
+    return TLSOptions(
+        ca=options.tls_ca,
+        cert=options.tls_cert,
+        key=options.tls_key,
+        server_name=options.tls_server_name,
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -176,6 +212,7 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for the control plane to answer (default: %(default)s)",
     )
     _add_auth_token(parser)
+    _add_tls_peer_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
         "subworker), in place of --auth-token for them",
     )
     cp.add_argument(
+        "--tls-cert",
+        metavar="PATH",
+        help="for a tls+tcp:// address: the control plane's certificate (PEM, with its chain)",
+    )
+    cp.add_argument("--tls-key", metavar="PATH", help="the key of --tls-cert (PEM)")
+    cp.add_argument(
+        "--tls-ca",
+        metavar="PATH",
+        help="with --tls-require-client-cert: the certificate authority (PEM) client and "
+        "subworker certificates must chain to",
+    )
+    cp.add_argument(
+        "--tls-require-client-cert",
+        action="store_true",
+        help="mutual TLS: refuse a peer without a certificate from --tls-ca; it then "
+        "authenticates peers beyond loopback in place of a shared secret",
+    )
+    cp.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="listen beyond loopback without a shared secret (only on a network you trust)",
@@ -368,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plane and listen on nothing",
     )
     _add_auth_token(sw)
+    _add_tls_peer_flags(sw)
     _add_common(sw)
 
     submit = commands.add_parser("submit", help="submit a task")
@@ -605,6 +661,10 @@ async def _control_plane(options: argparse.Namespace) -> int:
         auth_token=options.auth_token,
         worker_token=options.worker_token,
         client_token=options.client_token,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        tls_ca=options.tls_ca,
+        tls_require_client_cert=options.tls_require_client_cert,
         allow_unauthenticated=options.allow_unauthenticated,
         journal=options.journal,
         journal_sync=options.journal_sync,
@@ -637,6 +697,7 @@ async def _subworker(options: argparse.Namespace) -> int:
             concurrency=options.concurrency,
             drain_timeout=options.drain_timeout,
             auth_token=options.auth_token,
+            tls=_tls_options(options),
         ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
@@ -645,7 +706,10 @@ async def _subworker(options: argparse.Namespace) -> int:
 
 def _client(options: argparse.Namespace) -> Client:
     return Client(
-        options.address, request_timeout=options.request_timeout, auth_token=options.auth_token
+        options.address,
+        request_timeout=options.request_timeout,
+        auth_token=options.auth_token,
+        tls=_tls_options(options),
     )
 
 

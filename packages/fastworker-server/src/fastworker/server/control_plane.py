@@ -29,7 +29,7 @@ from fastworker.protocol import (
 )
 from fastworker.protocol import messages as m
 
-from ._transport import Listener, Peer
+from ._transport import Listener, ListenerTLS, Peer
 from ._version import __version__
 from .core import LOCAL_WORKER_ID, ControlPlaneCore, error_info
 from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
@@ -66,6 +66,8 @@ class ControlPlane:
         self._housekeeping: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self._frame_log = LogLimiter(log, interval=10.0)
+        self._handshake_log = LogLimiter(log, interval=10.0)
+        self._handshakes_failed = 0
 
     @property
     def core(self) -> ControlPlaneCore:
@@ -118,12 +120,17 @@ class ControlPlane:
                 threads=self.settings.local_concurrency,
                 loop=self._loop,
             )
-        self._listener = Listener(
-            self.settings.address,
-            loop=self._loop,
-            on_frames=self._on_frames,
-            on_disconnect=self._on_disconnect,
-        )
+        try:
+            self._listener = Listener(
+                self.settings.address,
+                loop=self._loop,
+                on_frames=self._on_frames,
+                on_disconnect=self._on_disconnect,
+                tls=_listener_tls(self.settings),
+            )
+        except BaseException:
+            self.journal.close()
+            raise
         try:
             self._listener.open()
         except BaseException:
@@ -243,9 +250,24 @@ class ControlPlane:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 self.core.tick(time.monotonic())
+                self._log_failed_handshakes()
             except Exception:
                 log.exception("housekeeping failed; trying again next interval")
             self._end_turn_soon()
+
+    def _log_failed_handshakes(self) -> None:
+        # The refused peer learns why on its side; NNG tells the listener only a count.
+        if self._listener is None:
+            return
+        failed = self._listener.failed_handshakes()
+        if failed > self._handshakes_failed:
+            self._handshake_log.log(
+                time.monotonic(),
+                "%d connections failed their TLS handshake (a certificate this control plane "
+                "does not trust, none where one is required, or a peer that does not speak TLS)",
+                failed - self._handshakes_failed,
+            )
+            self._handshakes_failed = failed
 
     # --- effects out --------------------------------------------------------------------
 
@@ -295,16 +317,46 @@ def _describe_journal(path: str) -> str:
 _LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
+def _listener_tls(settings: ControlPlaneSettings) -> ListenerTLS | None:
+    """The listener's TLS settings, checked for what goes together.
+
+    Raises:
+        ConfigurationError: a certificate without its key, a client CA without
+            ``tls_require_client_cert`` or the other way round, or either without a
+            certificate.
+    """
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_ca
+    require = settings.tls_require_client_cert
+    if cert is None and key is None:
+        if ca is not None or require:
+            raise ConfigurationError(
+                "--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key"
+            )
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("give the control plane's --tls-cert and --tls-key together")
+    if require and ca is None:
+        raise ConfigurationError(
+            "--tls-require-client-cert needs --tls-ca, the authority client certificates chain to"
+        )
+    if ca is not None and not require:
+        raise ConfigurationError(
+            "--tls-ca on the control plane checks client certificates: add "
+            "--tls-require-client-cert (every client and subworker then needs one)"
+        )
+    return ListenerTLS(cert=cert, key=key, client_ca=ca)
+
+
 def _check_exposure(settings: ControlPlaneSettings) -> None:
-    """Refuse to listen beyond loopback without a shared secret."""
+    """Refuse to listen beyond loopback without a shared secret or mutual TLS."""
     address = settings.address
     if not address.startswith(("tcp://", "tls+tcp://", "ws://")):
         return  # ipc:// and inproc:// are local to this host
     host = address.split("://", 1)[1].rsplit(":", 1)[0]
     if host in _LOOPBACK_HOSTS or host.startswith("127."):
         return
-    if settings.allow_unauthenticated:
-        return
+    if settings.allow_unauthenticated or settings.tls_require_client_cert:
+        return  # mutual TLS authenticates every peer
     open_roles = [
         role
         for role, token in (

@@ -51,6 +51,16 @@ class ControlPlaneSettings:
     client_token: str | None = None
     """The credential a client presents (submit, wait, cancel, query); it can never
     register a subworker. ``auth_token`` if unset."""
+    tls_cert: str | None = None
+    """The control plane's certificate (PEM, with its chain), for a ``tls+tcp://`` address."""
+    tls_key: str | None = None
+    """Its private key (PEM)."""
+    tls_ca: str | None = None
+    """The certificate authority client and subworker certificates must chain to, with
+    ``tls_require_client_cert``."""
+    tls_require_client_cert: bool = False
+    """Mutual TLS: refuse a peer without a certificate signed by ``tls_ca``. It then
+    authenticates every peer in place of a shared secret (not their role)."""
     allow_unauthenticated: bool = False
     """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
     journal: str = DEFAULT_JOURNAL_PATH

@@ -12,8 +12,10 @@ import os
 import socket
 import time
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.client._transport import Dialer
 from fastworker.client.tasks import TaskRegistry
+from fastworker.client.tls import TLSOptions
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DRAIN_TIMEOUT,
@@ -51,6 +53,9 @@ class SubworkerSettings:
     """Seconds a stopping subworker lets running tasks finish before handing them back."""
     auth_token: str | None = None
     """The control plane's shared secret, when it has one."""
+    tls: TLSOptions | None = None
+    """For a ``tls+tcp://`` control plane: the authority its certificate chains to, and
+    this subworker's certificate for mutual TLS (by default from ``FASTWORKER_TLS_*``)."""
 
 
 class Subworker:
@@ -81,6 +86,7 @@ class Subworker:
         self.refused: asyncio.Future[m.ErrorInfo] | None = None
         """Set when the control plane refuses this subworker (for example a duplicate id)."""
         self._heartbeats: asyncio.Task[None] | None = None
+        self._connect_log = LogLimiter(log, interval=10.0)
 
     async def start(self) -> None:
         """Start dialing the control plane; returns at once."""
@@ -100,6 +106,7 @@ class Subworker:
             on_connect=self._hello,
             on_disconnect=self._welcomed.clear,
             name=f"fastworker-{self.settings.worker_id}",
+            tls=self.settings.tls,
         )
         self._dialer.open()
         self._heartbeats = loop.create_task(self._heartbeat())
@@ -223,6 +230,9 @@ class Subworker:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
             if self._dialer is None or not self._welcomed.is_set():
+                why = self._dialer.failures() if self._dialer is not None else None
+                if why is not None:
+                    self._connect_log.log(time.monotonic(), "cannot connect: %s", why)
                 continue
             silent = time.monotonic() - self._last_heard
             if silent > self._lease_timeout:
