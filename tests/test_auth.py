@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fastworker.client import Client
-from fastworker.protocol import AuthenticationError
+from fastworker.protocol import AuthenticationError, ConnectionLimitError
 from fw_processes import TESTS_DIR, Processes, connect, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,3 +125,17 @@ def test_listening_beyond_loopback_without_a_secret_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "--auth-token" in result.stderr
+
+
+async def test_a_connection_past_the_limit_gets_a_typed_refusal(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--max-connections", "1")
+    client = await connect(address)
+    try:
+        with pytest.raises(ConnectionLimitError, match="--max-connections"):
+            await Client(address, request_timeout=5.0).start()
+        assert await client.run("add", 1, 1, wait=10) == 2  # the one inside is served
+    finally:
+        await client.stop()
+    again = await connect(address)  # the slot is free again once the first one left
+    await again.stop()

@@ -89,3 +89,22 @@ def test_refused_hellos_are_rate_limited_in_the_log(caplog: pytest.LogCaptureFix
     refused = [r.getMessage() for r in caplog.records if "refused ClientHello" in r.getMessage()]
     assert len(refused) == 2
     assert "49 more like it" in refused[1]
+
+
+def test_a_connection_past_the_limit_is_refused_and_closed_until_one_goes() -> None:
+    h = Harness(max_connections=2)
+    h.send(CLIENT, _hello(""))
+    h.send(A, _worker_hello(""))
+    assert isinstance(h.sent(CLIENT)[0], m.Welcome)
+    h.sent(A)
+    h.send(OTHER_CLIENT, _hello(""))
+    error = _error(h, OTHER_CLIENT)
+    assert error.code == "connection_limit"
+    assert "--max-connections" in error.message
+    assert h.core.closes == [OTHER_CLIENT.id]
+    h.send(CLIENT, m.OverviewQuery(request_id=2))  # those in keep being served
+    assert isinstance(h.sent(CLIENT)[0], m.Overview)
+    h.core.disconnected(CLIENT.id, h.now)
+    h.core.disconnected(OTHER_CLIENT.id, h.now)
+    h.send(OTHER_CLIENT, _hello("", request_id=3))
+    assert isinstance(h.sent(OTHER_CLIENT)[0], m.Welcome)

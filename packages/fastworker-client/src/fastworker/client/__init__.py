@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastworker.protocol import (
     AuthenticationError,
     ConnectionClosedError,
+    ConnectionLimitError,
     FastworkerError,
     InvalidArgumentsError,
     LoopThreadError,
@@ -55,6 +56,7 @@ __all__ = [
     "Client",
     "CompletionCallback",
     "ConnectionClosedError",
+    "ConnectionLimitError",
     "Cron",
     "Every",
     "FastworkerError",

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_QUEUED_TASKS",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RESULT_CACHE_SIZE",
@@ -89,6 +90,10 @@ DEFAULT_DEAD_LETTERS: Final = 10_000
 
 DEFAULT_MAX_QUEUED_TASKS: Final = 1_000_000
 """Tasks the control plane holds before refusing new ones with QueueFullError."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+"""Connections (clients and subworkers) a control plane serves at once; past it, a new
+one is refused with ConnectionLimitError. Each takes a file descriptor."""
 
 FEATURE_LEASES: Final = "leases"
 """A subworker that lists its running tasks in each heartbeat (so every lease has its own

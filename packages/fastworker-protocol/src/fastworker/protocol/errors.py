@@ -26,7 +26,8 @@ cross the wire are rebuilt as the same classes on the other side.
     │   ├── DuplicateWorkerError      a subworker id that is already connected
     │   ├── LeaseError                an outcome from a connection not holding the lease
     │   ├── UnsupportedFeatureError   an option the control plane does not offer (older minor)
-    │   └── AuthenticationError       a missing or wrong shared secret
+    │   ├── AuthenticationError       a missing or wrong shared secret
+    │   └── ConnectionLimitError      the control plane serves as many connections as it may
     ├── ResultTimeoutError            the caller stopped waiting first (also TimeoutError)
     └── TaskError                     a task ended without a value
         ├── TaskFailedError           the task raised; carries remote type, message, traceback
@@ -47,6 +48,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConnectionClosedError",
+    "ConnectionLimitError",
     "DuplicateWorkerError",
     "FastworkerError",
     "FrameTooLargeError",
@@ -232,6 +234,13 @@ class AuthenticationError(RejectedError):
     """The control plane requires a shared secret and the peer did not present it."""
 
     code = "authentication"
+
+
+class ConnectionLimitError(RejectedError):
+    """The control plane serves as many connections as ``--max-connections`` allows; this
+    one was closed. Retry later, or raise the limit."""
+
+    code = "connection_limit"
 
 
 class ResultTimeoutError(FastworkerError, TimeoutError):

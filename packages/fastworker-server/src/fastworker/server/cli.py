@@ -34,6 +34,7 @@ from fastworker.protocol import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESULT_CACHE_SIZE,
@@ -282,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEAD_LETTERS,
         help="tasks that failed for good kept in the dead-letter list, 0 for none "
         "(default: %(default)s)",
+    )
+    cp.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="clients and subworkers served at once; a new one past it is refused with "
+        "ConnectionLimitError (default: %(default)s; each takes a file descriptor)",
     )
     cp.add_argument(
         "--max-queued-tasks",
@@ -654,6 +662,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
         result_ttl=options.result_ttl,
         history_size=options.history_size,
         dead_letters=options.dead_letters,
+        max_connections=options.max_connections,
         max_queued_tasks=options.max_queued_tasks,
         heartbeat_interval=options.heartbeat_interval,
         lease_timeout=options.lease_timeout,

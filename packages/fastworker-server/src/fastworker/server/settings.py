@@ -12,6 +12,7 @@ from fastworker.protocol import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_RESULT_CACHE_SIZE,
     DEFAULT_RESULT_TTL,
@@ -33,6 +34,8 @@ class ControlPlaneSettings:
     local_concurrency: int = max(os.cpu_count() or 1, 1)
     result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE
     result_ttl: float = DEFAULT_RESULT_TTL
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Connections served at once; a new one past it is refused (ConnectionLimitError)."""
     max_queued_tasks: int = DEFAULT_MAX_QUEUED_TASKS
     """Unfinished tasks (queued or running) held before new ones are refused."""
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL

@@ -26,6 +26,7 @@ from fastworker.protocol import (
     FEATURE_SCHEDULES,
     MAX_MESSAGES_PER_FRAME,
     AuthenticationError,
+    ConnectionLimitError,
     FastworkerError,
     ProtocolError,
     TaskPriority,
@@ -151,8 +152,8 @@ class ControlPlaneCore:
         except FastworkerError as exc:
             request_id: int | None = getattr(message, "request_id", None)
             self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=error_info(exc))))
-            if isinstance(exc, AuthenticationError):
-                # A refused hello: the reply says why, then the connection goes.
+            if isinstance(exc, AuthenticationError | ConnectionLimitError):
+                # A refused connection: the reply says why, then the connection goes.
                 self.closes.append(peer.id)
                 self._auth_log.log(
                     now, "refused %s from %s: %s", type(message).__name__, peer.address, exc

@@ -7,7 +7,7 @@ import hmac
 from typing import TypeVar
 
 from fastworker.client._limiter import LogLimiter
-from fastworker.protocol import AuthenticationError, LeaseError, TaskStatus
+from fastworker.protocol import AuthenticationError, ConnectionLimitError, LeaseError, TaskStatus
 from fastworker.protocol import messages as m
 
 from ..settings import ControlPlaneSettings
@@ -49,6 +49,9 @@ class Peers:
             WORKER_ROLE: settings.worker_token or settings.auth_token,
         }
         self._open = all(token is None for token in self._credentials.values())
+        self._max_connections = settings.max_connections
+        self._live: set[int] = set()
+        """Connections that sent a message and have not gone."""
         """No credential is set: every connection may do anything."""
         self._counters = counters
         self._sends = sends
@@ -64,7 +67,15 @@ class Peers:
 
         Raises:
             AuthenticationError: no credential, the wrong one, or one of another role.
+            ConnectionLimitError: a new connection past ``max_connections``.
         """
+        if peer.id not in self._live:
+            if len(self._live) >= self._max_connections:
+                raise ConnectionLimitError(
+                    f"the control plane serves {len(self._live)} connections, its limit "
+                    "(--max-connections); retry later"
+                )
+            self._live.add(peer.id)
         if isinstance(message, m.ClientHello):
             self._hello(peer.id, message.auth_token, CLIENT_ROLE)
         elif isinstance(message, m.WorkerHello):
@@ -133,5 +144,6 @@ class Peers:
         return reply
 
     def gone(self, peer_id: int) -> None:
+        self._live.discard(peer_id)
         self._roles.pop(peer_id, None)
         self._minor_zero.discard(peer_id)
