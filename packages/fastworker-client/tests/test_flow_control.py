@@ -5,8 +5,10 @@ come, lazily but never late. NNG is outside the project: a fake socket records f
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import msgspec
+import pynng  # pyright: ignore[reportMissingTypeStubs]
 import pytest
 
 from fastworker.client._transport import FLOW_WINDOW, Outbox  # pyright: ignore[reportPrivateUsage]
@@ -133,3 +135,45 @@ async def test_a_refused_frame_still_acknowledges_and_opens_the_window() -> None
         plane.receive(msgspec.msgpack.encode([major, minor, 2, [["no-such-message"]]]))
     await _turn()
     assert len(plane_socket.frames) == FLOW_WINDOW + 1
+
+
+class SlowSocket:
+    """A socket whose queue is full, so frames go through the backlog, and whose
+    ``asend`` finishes a send that completed even when its task was cancelled meanwhile,
+    as pynng's does."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.release = asyncio.Event()
+
+    def send(self, data: bytes, block: bool = True) -> None:
+        raise pynng.TryAgain(pynng.lib.NNG_EAGAIN, "try again")  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+
+    async def asend(self, data: bytes) -> None:
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            await self.release.wait()  # the send completes all the same
+        self.sent.append(data)
+
+
+async def test_a_backlog_dropped_while_a_send_completes_does_not_break_the_sender() -> None:
+    loop = asyncio.get_running_loop()
+    failures: list[BaseException] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: failures.append(context["exception"]))
+    try:
+        socket = SlowSocket()
+        outbox = Outbox(socket, loop, lambda _exc: None, ack_every=FLOW_WINDOW)
+        outbox.put(m.Heartbeat(sent_at=1.0))
+        await _turn()  # the frame waits in the backlog, its send in flight
+        outbox.close()  # drops the backlog and cancels the sender under its await
+        socket.release.set()
+        await _turn()
+        await asyncio.sleep(0.01)
+        gc.collect()  # a task that died with an exception reports it when collected
+        await _turn()
+    finally:
+        loop.set_exception_handler(previous)
+    assert failures == []
+    assert len(socket.sent) == 1

@@ -322,14 +322,20 @@ class Outbox:
             self._backlog_task = self._loop.create_task(self._send_backlog())
 
     async def _send_backlog(self) -> None:
+        me = asyncio.current_task()
         try:
-            while self._backlog:
-                await self._target.asend(self._backlog[0])
-                self._backlog.popleft()
+            while self._backlog and not self.closed:
+                frame = self._backlog[0]
+                await self._target.asend(frame)
+                # pynng finishes a send that completed even when the task was cancelled
+                # meanwhile, so the backlog may have been dropped under this await.
+                if self._backlog and self._backlog[0] is frame:
+                    self._backlog.popleft()
         except pynng.NNGException as exc:
             self._fail(exc)
         finally:
-            self._backlog_task = None
+            if self._backlog_task is me:  # not a newer sender started after a drop
+                self._backlog_task = None
 
     def _fail(self, exc: BaseException) -> None:
         """Drop what waits for the peer and tell the owner, who decides: the control
@@ -352,6 +358,7 @@ class Outbox:
         self._backlog.clear()
         if self._backlog_task is not None:
             self._backlog_task.cancel()
+            self._backlog_task = None
 
 
 class Dialer:
