@@ -182,6 +182,27 @@ def build(session: nox.Session) -> None:
     session.run("python", str(ROOT / "tools" / "check_dists.py"), str(dist))
 
 
+@nox.session(python=PYTHONS[-1:] or None)
+def fuzz(session: nox.Session) -> None:
+    """A longer run of the fuzz tests than the suite's: the codec's properties with
+    many more examples, and millions of malformed frames at a real control plane and
+    subworker. ``FASTWORKER_FUZZ_FRAMES`` and ``FASTWORKER_FUZZ_EXAMPLES`` set how many
+    (``FASTWORKER_FUZZ_FRAMES=10000000 nox -s fuzz``)."""
+    _install_ours(session, *(_package_path(name) for name in SIBLINGS), *CROSS_TEST_TOOLS)
+    env = {
+        "FASTWORKER_FUZZ_FRAMES": os.environ.get("FASTWORKER_FUZZ_FRAMES", "2000000"),
+        "FASTWORKER_FUZZ_EXAMPLES": os.environ.get("FASTWORKER_FUZZ_EXAMPLES", "20000"),
+    }
+    session.run(
+        "pytest",
+        "packages/fastworker-protocol/tests/test_codec_properties.py",
+        "tests/test_fuzz_processes.py",
+        "-s",
+        *session.posargs,
+        env=env,
+    )
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmark suite (bench/, BENCHMARKS.md): real processes on 127.0.0.1 and

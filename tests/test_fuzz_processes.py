@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,12 +48,10 @@ from fastworker.protocol import (
 from fastworker.protocol import messages as m
 from fw_processes import START_TIMEOUT, Processes
 
-pytestmark = pytest.mark.timeout(240)
-
 MAJOR, MINOR = PROTOCOL_VERSION
 
-FRAMES: Final = 100_000
-"""Malformed frames sent to each process under test."""
+FRAMES: Final = int(os.environ.get("FASTWORKER_FUZZ_FRAMES", "100000"))
+"""Malformed frames sent to each process under test; ``nox -s fuzz`` sends many more."""
 CONNECTIONS: Final = 4
 """Raw connections the control plane's frames are spread over."""
 RSS_GROWTH_LIMIT: Final = 50_000_000
@@ -66,8 +65,10 @@ HEARTBEAT_EVERY: Final = 1000
 decode as hearing from its control plane."""
 IO_TIMEOUT_MS: Final = 10_000
 """Bound of one send or receive on a raw socket."""
-FUZZ_TIMEOUT: Final = 180.0
+FUZZ_TIMEOUT: Final = 180.0 * max(1.0, FRAMES / 100_000)
 """Bound of the whole barrage at one process."""
+
+pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT + 60)
 
 # --- malformed frames -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import msgspec
@@ -33,7 +34,11 @@ from fastworker.protocol import messages as m
 
 MAJOR, MINOR = PROTOCOL_VERSION
 
-PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("FASTWORKER_FUZZ_EXAMPLES", "300"))
+"""Examples per property; ``nox -s fuzz`` runs many more."""
+PROPERTIES = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 MAX_LIST_ITEMS = 3
 """Items generated per list: the bounds themselves are checked by the bound tests."""
@@ -386,7 +391,7 @@ def _edges(info: mi.Type, data: st.DataObject) -> list[Edge]:
     return edges
 
 
-@settings(PROPERTIES, max_examples=200)
+@settings(PROPERTIES, max_examples=max(200, EXAMPLES * 2 // 3))
 @given(messages(), st.data())
 def test_every_declared_bound_is_exactly_where_decoding_refuses(
     message: m.Message, data: st.DataObject
