@@ -139,3 +139,21 @@ async def test_a_connection_past_the_limit_gets_a_typed_refusal(processes: Proce
         await client.stop()
     again = await connect(address)  # the slot is free again once the first one left
     await again.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.5.5.5", True),
+        ("localhost", True),
+        ("[::1]", True),
+        ("127.example.com", False),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+    ],
+)
+def test_only_loopback_hosts_count_as_loopback(host: str, loopback: bool) -> None:
+    from fastworker.server.control_plane import _is_loopback  # pyright: ignore[reportPrivateUsage]
+
+    assert _is_loopback(host) is loopback

@@ -108,3 +108,15 @@ def test_a_connection_past_the_limit_is_refused_and_closed_until_one_goes() -> N
     h.core.disconnected(OTHER_CLIENT.id, h.now)
     h.send(OTHER_CLIENT, _hello("", request_id=3))
     assert isinstance(h.sent(OTHER_CLIENT)[0], m.Welcome)
+
+
+def test_a_subworkers_secret_reads_and_submits_nothing() -> None:
+    h = Harness(worker_token=WORKER, client_token=CLIENT_SECRET)
+    h.send(A, _worker_hello(WORKER))
+    h.sent(A)
+    h.send(A, m.OverviewQuery(request_id=5))
+    error = _error(h, A)
+    assert error.code == "authentication"
+    assert "OverviewQuery needs the client secret" in error.message
+    h.send(A, m.Heartbeat(sent_at=1.0, load=0))  # what a subworker sends stays fine
+    assert h.sent(A) == []

@@ -700,3 +700,13 @@ def test_an_unknown_sync_mode_is_a_configuration_error(tmp_path: Path, target: s
     with pytest.raises(ConfigurationError, match="'off' is not one of normal, full"):
         open_journal(path, sync="off")
     assert not (tmp_path / "journal.db").exists()
+
+
+def test_a_new_journal_is_readable_by_its_owner_only(path: str) -> None:
+    journal = open_journal(path)
+    try:
+        journal.write([record("private")], [])
+        for name in (path, path + "-wal"):
+            assert os.stat(name).st_mode & 0o077 == 0, oct(os.stat(name).st_mode)
+    finally:
+        journal.close()

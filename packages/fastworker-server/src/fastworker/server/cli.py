@@ -636,7 +636,8 @@ class _WithDashboard:
                     options.dashboard_host,
                     options.dashboard_port,
                     access_token=options.dashboard_token,
-                    auth_token=options.auth_token,
+                    # The dashboard is a client of this control plane.
+                    auth_token=options.client_token or options.auth_token,
                 )
             except (OSError, FastworkerError) as exc:
                 log.error("the dashboard is not running: %s", exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -314,7 +315,15 @@ def _describe_journal(path: str) -> str:
     return path
 
 
-_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback IP address
+    (a name such as ``127.example.com`` is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _listener_tls(settings: ControlPlaneSettings) -> ListenerTLS | None:
@@ -353,7 +362,7 @@ def _check_exposure(settings: ControlPlaneSettings) -> None:
     if not address.startswith(("tcp://", "tls+tcp://", "ws://")):
         return  # ipc:// and inproc:// are local to this host
     host = address.split("://", 1)[1].rsplit(":", 1)[0]
-    if host in _LOOPBACK_HOSTS or host.startswith("127."):
+    if _is_loopback(host):
         return
     if settings.allow_unauthenticated or settings.tls_require_client_cert:
         return  # mutual TLS authenticates every peer

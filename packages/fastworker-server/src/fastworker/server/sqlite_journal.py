@@ -218,6 +218,7 @@ def _open(path: str, sync: str, pid_path: str) -> sqlite3.Connection:
     """A connection that holds the file's lock until it is closed, on a checked file of
     our schema. Raises StorageError saying what is wrong and what to do."""
     _check_access(path)
+    _create_private(path)
     try:
         # timeout=0: a file in use is refused at once rather than waited for.
         connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
@@ -315,6 +316,18 @@ def _prepare(connection: sqlite3.Connection, path: str, sync: str) -> None:
         connection.execute(_SCHEDULES_SCHEMA)
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     connection.execute("COMMIT")
+
+
+def _create_private(path: str) -> None:
+    """Create a missing journal readable by its owner only: it holds every task's
+    arguments and results. SQLite gives its WAL and shared-memory files the same mode."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # an existing file keeps the mode its owner gave it
+    except OSError as exc:
+        raise StorageError(f"journal {path} cannot be created: {exc}") from exc
+    os.close(descriptor)
 
 
 def _open_error(path: str, exc: sqlite3.Error, pid_path: str) -> StorageError:

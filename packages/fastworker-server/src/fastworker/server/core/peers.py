@@ -16,6 +16,8 @@ from .records import Connection, error_info
 __all__ = ["CLIENT_ROLE", "WORKER_ROLE", "Peers"]
 
 _TaskReply = TypeVar("_TaskReply", m.StatusReply, m.HistoryReply)
+_WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat, m.Goodbye)
+"""What a subworker sends after its hello; a registered one is checked by the fleet."""
 
 
 def _same(presented: str, expected: str | None) -> bool:
@@ -78,12 +80,27 @@ class Peers:
             self._live.add(peer.id)
         if isinstance(message, m.ClientHello):
             self._hello(peer.id, message.auth_token, CLIENT_ROLE)
-        elif isinstance(message, m.WorkerHello):
+            return
+        if isinstance(message, m.WorkerHello):
             self._hello(peer.id, message.auth_token, WORKER_ROLE)
-        elif not self._open and peer.id not in self._roles:
+            return
+        if self._open:
+            return
+        roles = self._roles.get(peer.id)
+        if roles is None:
             raise AuthenticationError(
                 "this control plane requires a shared secret: start with a hello that "
                 "carries it (--auth-token or FASTWORKER_AUTH_TOKEN)"
+            )
+        if (
+            not isinstance(message, _WORKER_MESSAGES)
+            and CLIENT_ROLE not in roles
+            and self._credentials[CLIENT_ROLE] is not None
+        ):
+            # A subworker's secret is for running tasks: it reads and submits nothing.
+            raise AuthenticationError(
+                f"{type(message).__name__} needs the client secret: this connection "
+                "presented a subworker's"
             )
 
     def _hello(self, peer_id: int, presented: str, role: str) -> None:
