@@ -33,6 +33,12 @@ class Pki:
     worker_key: str
     rogue_cert: str
     rogue_key: str
+    subworker_cert: str
+    subworker_key: str
+    """Named ``subworker:host-1``: a subworker's by its name."""
+    client_cert: str
+    client_key: str
+    """Named ``client:web-1``."""
 
 
 def _write(path: Path, blob: object) -> str:
@@ -47,6 +53,8 @@ def pki(tmp_path: Path) -> Pki:
     server = ca.issue_cert("localhost", "127.0.0.1", common_name="control-plane")
     worker = ca.issue_cert("worker-1.example", common_name="worker-1")
     rogue = other.issue_cert("rogue.example", common_name="rogue")
+    subworker = ca.issue_cert("host-1.example", common_name="subworker:host-1")
+    web = ca.issue_cert("web-1.example", common_name="client:web-1")
     folder = tmp_path / "pki"
     folder.mkdir()
     return Pki(
@@ -58,6 +66,10 @@ def pki(tmp_path: Path) -> Pki:
         worker_key=_write(folder / "worker.key", worker.private_key_pem),
         rogue_cert=_chain(folder / "rogue.pem", rogue),
         rogue_key=_write(folder / "rogue.key", rogue.private_key_pem),
+        subworker_cert=_chain(folder / "subworker.pem", subworker),
+        subworker_key=_write(folder / "subworker.key", subworker.private_key_pem),
+        client_cert=_chain(folder / "client.pem", web),
+        client_key=_write(folder / "client.key", web.private_key_pem),
     )
 
 
@@ -177,6 +189,49 @@ async def test_mutual_tls_refuses_a_peer_without_a_trusted_certificate(
             assert time.monotonic() < deadline, processes.log("subworker-no-cert")[-3000:]
             await asyncio.sleep(0.1)
         assert [w.worker_id for w in (await client.overview()).workers] == ["mtls-1"]
+    finally:
+        await client.stop()
+
+
+async def test_certificates_can_name_their_roles(processes: Processes, pki: Pki) -> None:
+    address = _tls_address()
+    processes.control_plane(
+        address,
+        "--no-local-execution",
+        "--tls-cert",
+        pki.server_cert,
+        "--tls-key",
+        pki.server_key,
+        "--tls-ca",
+        pki.ca,
+        "--tls-require-client-cert",
+        "--tls-cert-roles",
+    )
+
+    def peer_flags(cert: str, key: str) -> tuple[str, ...]:
+        return (
+            "--tls-ca",
+            pki.ca,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-server-name",
+            "localhost",
+        )
+
+    web = TLSOptions(ca=pki.ca, cert=pki.client_cert, key=pki.client_key, server_name="localhost")
+    client = await connect(address, tls=web)
+    try:
+        # No secret anywhere: the certificates say who is who.
+        impostor = processes.subworker(
+            address, "impostor", *peer_flags(pki.client_cert, pki.client_key)
+        )
+        assert await asyncio.to_thread(impostor.wait, 30) == 4
+        assert "is a client's, not a subworker's" in processes.log("subworker-impostor")
+        processes.subworker(address, "host-1", *peer_flags(pki.subworker_cert, pki.subworker_key))
+        await wait_for_workers(client, 1)
+        assert await client.run("add", 4, 5, wait=30) == 9
     finally:
         await client.stop()
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_core_state import CLIENT, OTHER_CLIENT, A, Harness
+from test_core_state import CLIENT, OTHER_CLIENT, A, Conn, Harness
 
 from fastworker.protocol import messages as m
 
@@ -120,3 +120,27 @@ def test_a_subworkers_secret_reads_and_submits_nothing() -> None:
     assert "OverviewQuery needs the client secret" in error.message
     h.send(A, m.Heartbeat(sent_at=1.0, load=0))  # what a subworker sends stays fine
     assert h.sent(A) == []
+
+
+WORKER_CERT = Conn(30, "worker-cert", certificate="subworker:host-1")
+CLIENT_CERT = Conn(31, "client-cert", certificate="client:web-1")
+NO_ROLE_CERT = Conn(32, "plain-cert", certificate="host-2.example")
+
+
+def test_a_certificate_can_name_its_role_in_place_of_a_secret() -> None:
+    h = Harness(tls_cert_roles=True)
+    h.send(WORKER_CERT, _worker_hello(""))
+    assert isinstance(h.sent(WORKER_CERT)[0], m.WorkerWelcome)
+    h.send(CLIENT_CERT, _hello(""))
+    assert isinstance(h.sent(CLIENT_CERT)[0], m.Welcome)
+    h.send(CLIENT_CERT, _worker_hello(""))  # a client's certificate registers nothing
+    assert "is a client's, not a subworker's" in _error(h, CLIENT_CERT).message
+    h.send(NO_ROLE_CERT, _hello(""))
+    assert "needs a certificate named client:NAME" in _error(h, NO_ROLE_CERT).message
+    assert list(h.core.workers) == ["a"]
+
+
+def test_a_certificate_that_names_no_role_falls_back_to_the_secrets() -> None:
+    h = Harness(tls_cert_roles=True, client_token=CLIENT_SECRET)
+    h.send(NO_ROLE_CERT, _hello(CLIENT_SECRET))
+    assert isinstance(h.sent(NO_ROLE_CERT)[0], m.Welcome)

@@ -33,6 +33,7 @@ LEASE = 3.0
 class Conn:
     id: int
     address: str = "test"
+    certificate: str = ""
 
 
 CLIENT = Conn(1, "client")

@@ -51,6 +51,8 @@ class Peer:
             self.address = str(pipe.remote_address)
         except pynng.NNGException:
             self.address = "unknown"
+        self.certificate = _verified_common_name(pipe)
+        """The common name of the peer's TLS certificate, once verified; "" without."""
         self.outbox = Outbox(self, loop, lambda _exc: on_stuck(self), window=FLOW_WINDOW)
 
     # The Outbox's sender interface, addressed to this pipe only.
@@ -106,6 +108,23 @@ class ListenerTLS:
                 f"the control plane's TLS settings cannot be used: {exc}"
             ) from exc
         return config
+
+
+def _verified_common_name(pipe: pynng.Pipe) -> str:
+    """The common name of the certificate a TLS peer presented and NNG verified, or "":
+    for a plain connection, a peer without a certificate, or one not verified. pynng
+    exposes no TLS options of a pipe, so NNG's are read through its C interface."""
+    ffi, lib = pynng.ffi, pynng.lib
+    verified = ffi.new("bool *")
+    if lib.nng_pipe_get_bool(pipe.pipe, b"tls-verified", verified) != 0 or not verified[0]:
+        return ""
+    name = ffi.new("char **")
+    if lib.nng_pipe_get_string(pipe.pipe, b"tls-peer-cn", name) != 0 or name[0] == ffi.NULL:
+        return ""
+    try:
+        return ffi.string(name[0]).decode("utf-8", "replace")
+    finally:
+        lib.nng_strfree(name[0])
 
 
 class Listener:

@@ -395,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
         "authenticates peers beyond loopback in place of a shared secret",
     )
     cp.add_argument(
+        "--tls-cert-roles",
+        action="store_true",
+        help="with mutual TLS: a certificate whose common name is subworker:NAME or "
+        "client:NAME has that role, in place of the role's secret",
+    )
+    cp.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="listen beyond loopback without a shared secret (only on a network you trust)",
@@ -675,6 +681,7 @@ async def _control_plane(options: argparse.Namespace) -> int:
         tls_key=options.tls_key,
         tls_ca=options.tls_ca,
         tls_require_client_cert=options.tls_require_client_cert,
+        tls_cert_roles=options.tls_cert_roles,
         allow_unauthenticated=options.allow_unauthenticated,
         journal=options.journal,
         journal_sync=options.journal_sync,

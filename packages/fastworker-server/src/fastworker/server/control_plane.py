@@ -348,6 +348,8 @@ def _listener_tls(settings: ControlPlaneSettings) -> ListenerTLS | None:
         raise ConfigurationError(
             "--tls-require-client-cert needs --tls-ca, the authority client certificates chain to"
         )
+    if settings.tls_cert_roles and not require:
+        raise ConfigurationError("--tls-cert-roles needs --tls-require-client-cert")
     if ca is not None and not require:
         raise ConfigurationError(
             "--tls-ca on the control plane checks client certificates: add "

@@ -64,6 +64,9 @@ class ControlPlaneSettings:
     tls_require_client_cert: bool = False
     """Mutual TLS: refuse a peer without a certificate signed by ``tls_ca``. It then
     authenticates every peer in place of a shared secret (not their role)."""
+    tls_cert_roles: bool = False
+    """With mutual TLS: a certificate whose common name starts with ``subworker:`` or
+    ``client:`` gives that role, in place of the role's secret."""
     allow_unauthenticated: bool = False
     """Listen beyond loopback without a shared secret (for networks you trust entirely)."""
     journal: str = DEFAULT_JOURNAL_PATH

@@ -50,7 +50,11 @@ class Peers:
             CLIENT_ROLE: settings.client_token or settings.auth_token,
             WORKER_ROLE: settings.worker_token or settings.auth_token,
         }
-        self._open = all(token is None for token in self._credentials.values())
+        self._cert_roles = settings.tls_cert_roles
+        """Whether a certificate's common name can name its role (``subworker:...``)."""
+        self._open = not self._cert_roles and all(
+            token is None for token in self._credentials.values()
+        )
         self._max_connections = settings.max_connections
         self._live: set[int] = set()
         """Connections that sent a message and have not gone."""
@@ -78,11 +82,10 @@ class Peers:
                     "(--max-connections); retry later"
                 )
             self._live.add(peer.id)
-        if isinstance(message, m.ClientHello):
-            self._hello(peer.id, message.auth_token, CLIENT_ROLE)
-            return
-        if isinstance(message, m.WorkerHello):
-            self._hello(peer.id, message.auth_token, WORKER_ROLE)
+        if isinstance(message, m.ClientHello | m.WorkerHello):
+            role = CLIENT_ROLE if isinstance(message, m.ClientHello) else WORKER_ROLE
+            if not self._certificate_names(peer, role):
+                self._hello(peer.id, message.auth_token, role)
             return
         if self._open:
             return
@@ -103,12 +106,32 @@ class Peers:
                 "presented a subworker's"
             )
 
+    def _certificate_names(self, peer: Connection, role: str) -> bool:
+        """Whether the peer's verified certificate gives it ``role`` (``subworker:NAME``
+        or ``client:NAME`` as its common name). A certificate that names the other role
+        is refused; one that names none leaves the decision to the secrets."""
+        if not self._cert_roles or not peer.certificate:
+            return False
+        named, colon, _ = peer.certificate.partition(":")
+        if not colon or named not in (CLIENT_ROLE, WORKER_ROLE):
+            return False
+        if named != role:
+            raise AuthenticationError(
+                f"this connection's certificate ({peer.certificate}) is a {named}'s, not a {role}'s"
+            )
+        self._roles.setdefault(peer.id, set()).add(role)
+        return True
+
     def _hello(self, peer_id: int, presented: str, role: str) -> None:
         roles = self._roles.get(peer_id)
         if roles is not None and role in roles:
             return
         expected = self._credentials[role]
         if expected is None:
+            if self._cert_roles:
+                raise AuthenticationError(
+                    f"a {role} needs a certificate named {role}:NAME, or the {role} secret"
+                )
             if not self._open:
                 self._roles.setdefault(peer_id, set()).add(role)
             return

@@ -31,6 +31,11 @@ class Connection(Protocol):
     @property
     def address(self) -> str: ...
 
+    @property
+    def certificate(self) -> str:
+        """The common name of the peer's verified TLS certificate; empty without one."""
+        ...
+
 
 @dataclasses.dataclass(eq=False)
 class TaskState:
