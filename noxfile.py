@@ -208,7 +208,8 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite (bench/, BENCHMARKS.md): real processes on 127.0.0.1 and
     ipc://, one table with the targets beside the numbers. Options after ``--``:
     ``nox -s bench -- --quick``, ``-- --json out.json``, ``-- --only W1,W2``."""
-    _install_with_siblings(session, "server")
+    # trustme makes the CA and certificate of the tls+tcp:// runs at run time.
+    _install_with_siblings(session, "server", "trustme>=1.1")
     session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
 
 

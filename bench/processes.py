@@ -22,12 +22,13 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fastworker.client import Client
+from fastworker.client import Client, TLSOptions
 
 __all__ = [
     "BENCH_DIR",
     "TASK_MODULE",
     "BenchError",
+    "Certificates",
     "Cluster",
     "ClusterSpec",
     "Launcher",
@@ -46,7 +47,10 @@ STOP_TIMEOUT = 5.0
 CLIENT_REQUEST_TIMEOUT = 60.0
 """The measuring client's bound on each request (bursts of thousands are in flight)."""
 
-Transport = Literal["tcp", "ipc"]
+Transport = Literal["tcp", "ipc", "tls"]
+"""``tls`` is ``tls+tcp://`` on 127.0.0.1, with certificates made for the run."""
+TLS_SERVER_NAME = "localhost"
+"""The name the control plane's certificate carries and its peers check."""
 
 IN_MEMORY = ", journal in memory"
 """What a setup's description says of a control plane run with ``--journal :memory:``."""
@@ -54,6 +58,31 @@ IN_MEMORY = ", journal in memory"
 
 class BenchError(Exception):
     """A benchmark could not run or got a wrong result."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificates:
+    """PEM files of a certificate authority and the control plane's certificate (with
+    its chain) and key, signed by it for TLS_SERVER_NAME and 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> Certificates:
+        """Make a fresh CA and server certificate and write them to ``folder``."""
+        try:
+            import trustme
+        except ImportError:
+            raise BenchError("the tls transport needs trustme: pip install trustme") from None
+        ca = trustme.CA(organization_name="fastworker bench CA")
+        server = ca.issue_cert(TLS_SERVER_NAME, "127.0.0.1", common_name="control-plane")
+        made = cls(folder / "ca.pem", folder / "control-plane.pem", folder / "control-plane.key")
+        ca.cert_pem.write_to_path(str(made.ca))
+        made.cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
+        server.private_key_pem.write_to_path(str(made.key))
+        return made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +141,7 @@ class Launcher:
         self._started: list[subprocess.Popen[bytes]] = []
         self._logs: dict[int, Path] = {}
         self._names = itertools.count(1)
+        self._certificates: Certificates | None = None
 
     def address(self, transport: Transport) -> str:
         """A fresh address: a free 127.0.0.1 port, or a socket file in ``run_dir``."""
@@ -120,7 +150,14 @@ class Launcher:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port: int = probe.getsockname()[1]
-        return f"tcp://127.0.0.1:{port}"
+        scheme = "tls+tcp" if transport == "tls" else "tcp"
+        return f"{scheme}://127.0.0.1:{port}"
+
+    def certificates(self) -> Certificates:
+        """The run's certificates, made in ``run_dir`` the first time they are needed."""
+        if self._certificates is None:
+            self._certificates = Certificates.make(self.run_dir)
+        return self._certificates
 
     def fastworker(self, args: Sequence[str], *, name: str) -> subprocess.Popen[bytes]:
         """Start ``python -m fastworker.server.cli ARGS`` in ``bench/``."""
@@ -170,6 +207,14 @@ class Launcher:
         """Start a control plane and ``spec.subworkers`` subworkers, wait until all are
         connected, and yield them with a started client; stop everything on exit."""
         address = self.address(spec.transport)
+        server_tls: list[str] = []
+        peer_tls: list[str] = []
+        client_tls: TLSOptions | None = None
+        if spec.transport == "tls":
+            pki = self.certificates()
+            server_tls = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+            peer_tls = ["--tls-ca", str(pki.ca), "--tls-server-name", TLS_SERVER_NAME]
+            client_tls = TLSOptions(ca=str(pki.ca), server_name=TLS_SERVER_NAME)
         plane = self.fastworker(
             [
                 "control-plane",
@@ -183,6 +228,7 @@ class Launcher:
                 else ":memory:",
                 "--journal-sync",
                 spec.journal_sync,
+                *server_tls,
                 *spec.control_plane_flags(),
             ],
             name="control-plane",
@@ -190,7 +236,7 @@ class Launcher:
         workers: list[subprocess.Popen[bytes]] = []
         client: Client | None = None
         try:
-            client = await self._connect(address, plane)
+            client = await self._connect(address, plane, client_tls)
             for index in range(spec.subworkers):
                 workers.append(
                     self.fastworker(
@@ -204,6 +250,7 @@ class Launcher:
                             TASK_MODULE,
                             "--concurrency",
                             str(spec.concurrency),
+                            *peer_tls,
                         ],
                         name=f"subworker-{index + 1}",
                     )
@@ -216,11 +263,13 @@ class Launcher:
             for process in [*workers, plane]:
                 self.stop(process)
 
-    async def _connect(self, address: str, plane: subprocess.Popen[bytes]) -> Client:
+    async def _connect(
+        self, address: str, plane: subprocess.Popen[bytes], tls: TLSOptions | None
+    ) -> Client:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             self._check_alive([plane])
-            client = Client(address, request_timeout=CLIENT_REQUEST_TIMEOUT)
+            client = Client(address, request_timeout=CLIENT_REQUEST_TIMEOUT, tls=tls)
             try:
                 await asyncio.wait_for(client.start(), timeout=2.0)
                 return client

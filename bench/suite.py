@@ -32,6 +32,7 @@ __all__ = [
     "main",
     "plan",
     "run_plan",
+    "tls_costs",
 ]
 
 WORKLOADS = ("W1", "W2", "W3", "delay", "priority", "memory", "CLI")
@@ -46,6 +47,8 @@ JOURNAL_THROUGHPUT = Target(">=", 0.8)
 """W1 with the journal (the default) against W1 with ``--journal :memory:``."""
 JOURNAL_LATENCY = Target("<=", 0.15)
 """Milliseconds the journal may add to W2's p50."""
+TLS_RATIOS = {("W1", "throughput"): "throughput ratio", ("W2", "p50 of run()"): "p50 ratio"}
+"""The metrics whose tls/tcp ratio is reported (without a target), and the ratio's name."""
 PRIORITY_TARGETS = {
     "CRITICAL submit->start p99": Target("<=", 5.0),
     # Not a target of the issue: the CRITICAL numbers only mean something if the LOW
@@ -118,8 +121,8 @@ class Stage:
 
 
 def plan(sizes: Sizes) -> list[Stage]:
-    """Every stage of a run. W1 (+1 subworker) and W2 run over tcp and ipc; the rest
-    over tcp."""
+    """Every stage of a run. W1 (+1 subworker) and W2 run over tcp, ipc and tls; the
+    rest over tcp."""
     s = sizes
 
     def w1(chunk: int | None = None, targets: Mapping[str, Target] | None = None) -> Job:
@@ -134,6 +137,8 @@ def plan(sizes: Sizes) -> list[Stage]:
     w2_local = dataclasses.replace(w2, targets={})
     # The same without the journal: its targets are on the difference (journal_costs).
     w2_memory = dataclasses.replace(w2, targets={})
+    # TLS has no target of its own: its ratio to tcp is reported (tls_costs).
+    w2_tls = dataclasses.replace(w2, targets={})
     fan_out = ClusterSpec("tcp", subworkers=2, concurrency=1)
     ideal = s.w3_tasks * s.w3_seconds / (fan_out.subworkers * fan_out.concurrency)
     w3 = Job(
@@ -184,6 +189,7 @@ def plan(sizes: Sizes) -> list[Stage]:
         ),
         Stage(ClusterSpec("tcp", subworkers=2, concurrency=slots), (w1(),)),
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(targets=W1_TARGETS), w2)),
+        Stage(ClusterSpec("tls", subworkers=1, concurrency=slots), (w1(), w2_tls)),
         Stage(fan_out, (w3,)),
         Stage(ClusterSpec("tcp", subworkers=1, concurrency=1), (priority,)),
         Stage(
@@ -223,7 +229,7 @@ async def run_plan(
                 for measurement in _with_targets(results, job.targets):
                     progress(measurement)
                     measured.append(measurement)
-    for cost in journal_costs(measured):
+    for cost in [*journal_costs(measured), *tls_costs(measured)]:
         progress(cost)
         measured.append(cost)
     return sorted(measured, key=lambda m: WORKLOADS.index(m.workload))
@@ -251,6 +257,25 @@ def journal_costs(measured: Sequence[Measurement]) -> list[Measurement]:
         elif memory.workload == "W2" and memory.metric == "p50 of run()":
             added = journaled.value - memory.value
             costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=JOURNAL_LATENCY))
+    return costs
+
+
+def tls_costs(measured: Sequence[Measurement]) -> list[Measurement]:
+    """What TLS costs, from each W1 or W2 run over tls and its twin over tcp (the same
+    setup otherwise): the tls/tcp ratio of W1's throughput and of W2's p50."""
+    by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
+    costs: list[Measurement] = []
+    for tls in measured:
+        ratio = TLS_RATIOS.get((tls.workload, tls.metric))
+        if ratio is None or not tls.setup.startswith("tls, "):
+            continue
+        rest = tls.setup.removeprefix("tls, ")
+        tcp = by_setup.get((tls.workload, f"tcp, {rest}", tls.metric))
+        if tcp is None:
+            continue
+        workers, _, api = rest.partition(", ")
+        setup = f"{workers}: tls against tcp, {api}"
+        costs.append(Measurement(tls.workload, setup, ratio, "x", tls.value / tcp.value))
     return costs
 
 

@@ -59,27 +59,33 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
-    # Local; 1 subworker: delay, delay_many, in memory, sync full; 2 subworkers; ipc.
-    assert len(w1) == 7
+    # Local; 1 subworker: delay, delay_many, in memory, sync full; 2 subworkers; ipc; tls.
+    assert len(w1) == 8
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
-    assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p99 of run()"]
-    # Local execution, tcp, tcp in memory, sync full and ipc; one difference of tcp and
-    # tcp in memory.
-    assert [len(w2[metric]) for metric in sorted(w2)] == [5, 1, 5, 5]
-    assert [m.target is None for m in w2["p50 of run()"]] == [True, False, True, True, False]
+    assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p50 ratio", "p99 of run()"]
+    # Local execution, tcp, tcp in memory, sync full, ipc and tls; one difference of tcp
+    # and tcp in memory, one ratio of tls and tcp.
+    assert [len(w2[metric]) for metric in sorted(w2)] == [6, 1, 6, 1, 6]
+    targeted = [m.target is not None for m in w2["p50 of run()"]]
+    assert targeted == [False, True, False, False, True, False]  # tcp and ipc
     assert all(
         m.verified == TINY.w2_calls * TINY.repeats
         for metric, ms in w2.items()
-        if metric != "p50 added"
+        if metric not in ("p50 added", "p50 ratio")
         for m in ms
     )
     # The journal's cost, from the twin runs with and without it.
-    (ratio,) = _by_metric(measured, "W1")["throughput ratio"]
+    journal_ratios = _by_metric(measured, "W1")["throughput ratio"]
+    (ratio,) = [m for m in journal_ratios if "journal against in memory" in m.setup]
     (added,) = w2["p50 added"]
     assert ratio.value > 0
     assert ratio.passed is not None
     assert added.passed is not None
+    # TLS against tcp: derived ratios, no targets.
+    tls_ratios = [m for m in measured if m.setup.startswith("1 subworker x 16: tls against tcp")]
+    assert sorted(m.metric for m in tls_ratios) == ["p50 ratio", "throughput ratio"]
+    assert all(m.value > 0 and m.target is None for m in tls_ratios)
     (w3,) = _by_metric(measured, "W3")["makespan"]
     assert w3.verified == TINY.w3_tasks
     priority = _by_metric(measured, "priority")
