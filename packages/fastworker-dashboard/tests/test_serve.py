@@ -46,6 +46,14 @@ def _get(url: str, *, wait: float = 10.0) -> tuple[int, str]:
             time.sleep(0.05)
 
 
+def _status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 async def test_serve_runs_in_the_running_loop_and_stops_when_cancelled(tmp_path: Path) -> None:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     announced: asyncio.Queue[str] = asyncio.Queue()
@@ -65,6 +73,12 @@ async def test_serve_runs_in_the_running_loop_and_stops_when_cancelled(tmp_path:
         status, body = await asyncio.to_thread(_get, url + "api/overview")
         assert status == 503
         assert '"control_plane_unreachable"' in body
+        # Without a token it answers only to loopback names: not to a page that made a
+        # name of its own resolve to 127.0.0.1.
+        port = url.rsplit(":", 1)[1].split("/", 1)[0]
+        for name, expected in ((f"localhost:{port}", 503), ("rebound.example", 400)):
+            request = urllib.request.Request(url + "api/overview", headers={"Host": name})
+            assert await asyncio.to_thread(_status, request) == expected, name
         # uvicorn installed no signal handler of its own in our loop's thread.
         assert {s: signal.getsignal(s) for s in handlers} == handlers
     finally:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from typing import Final
 
 import uvicorn
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fastworker.protocol import ConfigurationError
 
@@ -39,6 +40,10 @@ class _EmbeddedServer(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:
         """Older uvicorn releases install handlers through this; do nothing."""
+
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+"""The names a browser may use for a dashboard served on loopback without a token."""
 
 
 def is_loopback(host: str) -> bool:
@@ -127,6 +132,11 @@ async def _serve(
     sock = bind(host, port)
     try:
         app = create_app(control_plane_address, access_token=access_token, auth_token=auth_token)
+        if not access_token:
+            # Without a token, a page elsewhere could reach a loopback dashboard through a
+            # name of its own that resolves to 127.0.0.1 (DNS rebinding): answer only
+            # requests addressed to a loopback name.
+            app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*_LOOPBACK_NAMES, host])
         config = uvicorn.Config(
             app,
             log_config=None,  # the host process's logging stays as it is
