@@ -117,6 +117,21 @@ def test_the_command_line_refuses_to_expose_the_dashboard_without_a_token(
     assert "access token" in capsys.readouterr().err
 
 
+def test_the_command_line_reads_its_secrets_from_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "dashboard-token"
+    token.write_text("s3cret\n")
+    # Read from the file, the token lets the dashboard listen beyond loopback; the
+    # address is a documentation one no host here has, so the bind itself fails.
+    assert main(["--host", "192.0.2.1", "--port", "0", "--access-token-file", str(token)]) == 1
+    assert "access token" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--auth-token-file", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "--auth-token-file: cannot read" in capsys.readouterr().err
+
+
 def test_the_command_line_checks_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--port", "70000"])

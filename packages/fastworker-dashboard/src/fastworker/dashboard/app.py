@@ -30,7 +30,13 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from fastworker.client import Client, TaskCall, get_default_client, set_default_client
+from fastworker.client import (
+    Client,
+    TaskCall,
+    TLSOptions,
+    get_default_client,
+    set_default_client,
+)
 from fastworker.protocol import (
     ConfigurationError,
     FastworkerError,
@@ -859,6 +865,7 @@ def create_app(
     *,
     access_token: str | None = None,
     auth_token: str | None = None,
+    tls: TLSOptions | None = None,
 ) -> FastAPI:
     """A standalone dashboard app whose lifespan starts and stops one client of the
     control plane at ``control_plane_address`` (default: ``$FASTWORKER_ADDRESS``, then
@@ -866,10 +873,12 @@ def create_app(
 
     ``access_token`` guards the dashboard itself (see :func:`create_router`);
     ``auth_token`` is the control plane's shared secret, which the client presents
-    (default: ``$FASTWORKER_AUTH_TOKEN``). The app starts even when the control plane is
-    not there yet: it shows that, and keeps trying to connect.
+    (default: ``$FASTWORKER_AUTH_TOKEN``); ``tls``, for a ``tls+tcp://`` control plane, the
+    certificate authority to trust (default: ``$FASTWORKER_TLS_CA`` and its siblings). The
+    app starts even when the control plane is not there yet: it shows that, and keeps
+    trying to connect.
     """
-    connection = _Connection(control_plane_address, auth_token)
+    connection = _Connection(control_plane_address, auth_token, tls)
     dashboard = _Dashboard(
         lambda: connection.client,
         access_token,
@@ -910,9 +919,10 @@ class _Connection:
     not send for a control plane that is away, and a new connection drops that backlog
     instead of replaying stale queries when the control plane returns."""
 
-    def __init__(self, address: str | None, auth_token: str | None) -> None:
+    def __init__(self, address: str | None, auth_token: str | None, tls: TLSOptions | None) -> None:
         self.address = address
         self.auth_token = auth_token
+        self.tls = tls
         self.problem: str | None = None
         """Why the last attempt to connect failed, when it was not just silence."""
         self.client = self._new_client()
@@ -923,6 +933,7 @@ class _Connection:
             request_timeout=REQUEST_TIMEOUT,
             name=f"dashboard@{socket.gethostname()}:{os.getpid()}",
             auth_token=self.auth_token,
+            tls=self.tls,
         )
 
     async def keep(self, sampler: Sampler) -> None:

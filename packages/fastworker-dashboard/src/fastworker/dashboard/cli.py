@@ -18,6 +18,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from fastworker.client import TLSOptions
+from fastworker.client._secrets import read_secret
 from fastworker.protocol import (
     DEFAULT_CONTROL_PLANE_ADDRESS,
     DEFAULT_DASHBOARD_HOST,
@@ -93,6 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="the control plane's shared secret, when it has one ($FASTWORKER_AUTH_TOKEN)",
     )
     parser.add_argument(
+        "--auth-token-file",
+        default=env.get(f"{ENV_PREFIX}AUTH_TOKEN_FILE") or None,
+        metavar="PATH",
+        help="read --auth-token from the first line of this file ($FASTWORKER_AUTH_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--access-token-file",
+        default=env.get(f"{ENV_PREFIX}DASHBOARD_TOKEN_FILE") or None,
+        metavar="PATH",
+        help="read --access-token from the first line of this file "
+        "($FASTWORKER_DASHBOARD_TOKEN_FILE)",
+    )
+    for flag, help_text in (
+        ("ca", "for a tls+tcp:// control plane: the certificate authority (PEM) to trust"),
+        ("cert", "this side's certificate (PEM), for mutual TLS"),
+        ("key", "the key of --tls-cert (PEM)"),
+        ("server-name", "the name the control plane's certificate must carry"),
+    ):
+        variable = f"{ENV_PREFIX}TLS_{flag.replace('-', '_').upper()}"
+        parser.add_argument(
+            f"--tls-{flag}", default=env.get(variable) or None, help=f"{help_text} (${variable})"
+        )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -114,6 +139,7 @@ async def _run(options: argparse.Namespace) -> None:
             options.port,
             access_token=options.access_token,
             auth_token=options.auth_token,
+            tls=_tls(options),
             announce=lambda message: print(
                 f"{message}\ncontrol plane: {options.control_plane or 'default address'}",
                 flush=True,
@@ -121,9 +147,36 @@ async def _run(options: argparse.Namespace) -> None:
         )
 
 
+def _tls(options: argparse.Namespace) -> TLSOptions | None:
+    if options.tls_ca is None:
+        return None
+    return TLSOptions(
+        ca=options.tls_ca,
+        cert=options.tls_cert,
+        key=options.tls_key,
+        server_name=options.tls_server_name,
+    )
+
+
+def _read_secret(parser: argparse.ArgumentParser, options: argparse.Namespace, name: str) -> None:
+    path = getattr(options, f"{name}_file")
+    if path is None:
+        return
+    flag = "--" + name.replace("_", "-")
+    if getattr(options, name) is not None:
+        parser.error(f"give {flag} or {flag}-file, not both")
+    try:
+        setattr(options, name, read_secret(f"{flag}-file", path))
+    except ConfigurationError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    for name in ("auth_token", "access_token"):
+        _read_secret(parser, options, name)
     logging.basicConfig(
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -19,6 +19,7 @@ from typing import Final
 import uvicorn
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from fastworker.client import TLSOptions
 from fastworker.protocol import ConfigurationError
 
 from .app import create_app
@@ -95,6 +96,7 @@ async def serve(
     *,
     access_token: str | None = None,
     auth_token: str | None = None,
+    tls: TLSOptions | None = None,
 ) -> None:
     """Serve the dashboard of the control plane at ``control_plane_address`` on
     ``host:port`` until cancelled, in the running event loop.
@@ -102,14 +104,20 @@ async def serve(
     Cancelling the task stops it gracefully: open requests get a few seconds, then the
     app's client is stopped. Binding anything but loopback needs ``access_token``, the
     token visitors of the dashboard must give; ``auth_token`` is the control plane's
-    shared secret (default: ``$FASTWORKER_AUTH_TOKEN``).
+    shared secret (default: ``$FASTWORKER_AUTH_TOKEN``); ``tls`` the TLS options of a
+    ``tls+tcp://`` control plane (default: ``$FASTWORKER_TLS_*``).
 
     Raises:
         ConfigurationError: a non-loopback ``host`` without an access token.
         OSError: ``host:port`` cannot be bound.
     """
     await _serve(
-        control_plane_address, host, port, access_token=access_token, auth_token=auth_token
+        control_plane_address,
+        host,
+        port,
+        access_token=access_token,
+        auth_token=auth_token,
+        tls=tls,
     )
 
 
@@ -120,6 +128,7 @@ async def _serve(
     *,
     access_token: str | None,
     auth_token: str | None = None,
+    tls: TLSOptions | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     loopback = is_loopback(host)
@@ -131,7 +140,9 @@ async def _serve(
         )
     sock = bind(host, port)
     try:
-        app = create_app(control_plane_address, access_token=access_token, auth_token=auth_token)
+        app = create_app(
+            control_plane_address, access_token=access_token, auth_token=auth_token, tls=tls
+        )
         if not access_token:
             # Without a token, a page elsewhere could reach a loopback dashboard through a
             # name of its own that resolves to 127.0.0.1 (DNS rebinding): answer only

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastworker.client import Client
+from fastworker.client._secrets import read_secret
 from fastworker.client.schedules import Cron, Every, parse_schedule
 from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.client.tls import TLSOptions
@@ -147,13 +148,9 @@ def _read_secrets(parser: argparse.ArgumentParser, options: argparse.Namespace) 
         if getattr(options, dest, None) is not None:
             parser.error(f"give {flag} or {flag}-file, not both")
         try:
-            with open(path, encoding="utf-8") as secret_file:
-                secret = secret_file.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            parser.error(f"{flag}-file: cannot read {path}: {exc}")
-        if not secret:
-            parser.error(f"{flag}-file: {path} holds no secret on its first line")
-        setattr(options, dest, secret)
+            setattr(options, dest, read_secret(f"{flag}-file", path))
+        except ConfigurationError as exc:
+            parser.error(str(exc))
 
 
 def _add_tls_peer_flags(parser: argparse.ArgumentParser) -> None:
