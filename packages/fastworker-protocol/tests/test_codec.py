@@ -295,3 +295,22 @@ def test_a_refused_frame_still_tells_its_acknowledgement_count() -> None:
 )
 def test_an_unreadable_acknowledgement_count_reads_as_none_received(data: bytes) -> None:
     assert read_acked(data) == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x94\x01\x01\x00\x91\x92\xa8\x80verview\x00",  # a tag that is not UTF-8
+        b"\x94\x01\x01\x00\x91\x92\xa8overview\x81\xa1\xff\x00",  # a field name likewise
+    ],
+)
+def test_text_that_is_not_utf8_is_a_malformed_frame(data: bytes) -> None:
+    # msgspec releases near our floor raise UnicodeDecodeError here, not DecodeError.
+    with pytest.raises(MalformedFrameError):
+        decode_frame(data)
+    assert read_acked(data) == 0
+
+
+def test_a_value_with_text_that_is_not_utf8_is_malformed() -> None:
+    with pytest.raises(MalformedFrameError):
+        decode_value(Raw(b"\x91\xa2\xc3\x28"))

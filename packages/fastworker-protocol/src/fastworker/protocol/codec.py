@@ -86,6 +86,8 @@ def decode_frame(
         raise MalformedFrameError(f"invalid frame: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MalformedFrameError(f"frame is not valid msgpack: {exc}") from None
+    except UnicodeDecodeError as exc:  # older msgspec releases raise it for bad text
+        raise MalformedFrameError(f"frame holds text that is not UTF-8: {exc}") from None
     except RecursionError:
         raise MalformedFrameError("frame is nested too deeply to decode") from None
     if frame.major != _MAJOR:
@@ -98,7 +100,7 @@ def _refuse_other_major(data: bytes | bytearray | memoryview) -> None:
     major version: its body failing our schema is then expected, not garbage."""
     try:
         head = _version_decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return
     if head.major != _MAJOR:
         raise _version_error(head.major, head.minor)
@@ -109,7 +111,7 @@ def read_acked(data: bytes | bytearray | memoryview) -> int:
     if it is unreadable. A peer's refused frame still says what the peer received."""
     try:
         head = _ack_decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return 0
     return head.acked if head.major == _MAJOR else 0
 
@@ -149,5 +151,7 @@ def decode_value(raw: Raw | bytes) -> Any:
         return _value_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise MalformedFrameError(f"value is not valid msgpack: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MalformedFrameError(f"value holds text that is not UTF-8: {exc}") from None
     except RecursionError:
         raise MalformedFrameError("value is nested too deeply to decode") from None

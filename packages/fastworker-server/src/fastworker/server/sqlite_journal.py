@@ -103,7 +103,7 @@ class SqliteJournal:
         for task_id, blob in rows:
             try:
                 record = _DECODER.decode(blob)
-            except (msgspec.DecodeError, TypeError) as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
                 raise StorageError(
                     f"journal {self.path} holds an unreadable record for task {task_id!r}"
                     f" ({exc}); {_MOVE_ASIDE}"
@@ -128,7 +128,7 @@ class SqliteJournal:
         for name, blob in rows:
             try:
                 records.append(_SCHEDULE_DECODER.decode(blob))
-            except (msgspec.DecodeError, TypeError) as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
                 raise StorageError(
                     f"journal {self.path} holds an unreadable record for schedule {name!r}"
                     f" ({exc}); {_MOVE_ASIDE}"
