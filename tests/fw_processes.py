@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fastworker.client import Client, TLSOptions
-from fastworker.protocol import AuthenticationError
+from fastworker.protocol import AuthenticationError, ConnectionClosedError, RequestTimeoutError
 
 TESTS_DIR = Path(__file__).parent
 START_TIMEOUT = 20.0
@@ -146,13 +146,18 @@ async def connect(
 
 
 async def wait_for_workers(client: Client, count: int, *, timeout: float = START_TIMEOUT) -> None:
-    """Wait until ``count`` subworkers are connected."""
+    """Wait until ``count`` subworkers are connected. A control plane that is starting
+    again may drop or not answer a query: that is asked again, within the bound."""
     deadline = time.monotonic() + timeout
     while True:
-        overview = await client.overview()
-        connected = [
-            w for w in overview.workers if w.state.value == "connected" and w.address != "local"
-        ]
+        try:
+            overview = await client.overview()
+        except (ConnectionClosedError, RequestTimeoutError):
+            connected = []
+        else:
+            connected = [
+                w for w in overview.workers if w.state.value == "connected" and w.address != "local"
+            ]
         if len(connected) >= count:
             return
         if time.monotonic() > deadline:
