@@ -68,3 +68,6 @@ def test_the_counters_of_a_failed_dial_say_why(
 
 def test_a_dial_that_has_not_failed_says_nothing() -> None:
     assert describe_failures({"connect": 0, "refused": 0}, TLS) is None
+    # A connection an ipc:// control plane closed (it dropped a silent subworker) is not
+    # a handshake that failed.
+    assert describe_failures({"other": 2}, "ipc:///tmp/cp.sock") is None

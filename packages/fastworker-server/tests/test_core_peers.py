@@ -45,7 +45,7 @@ def test_each_role_takes_its_own_credential_only() -> None:
     assert error.code == "authentication"
     assert "this secret is a client's" in error.message
     assert h.core.workers == {}
-    assert h.core.closes == [A.id]
+    assert h.core.refused == [A.id]
     h.send(OTHER_CLIENT, _hello(WORKER))
     assert "this secret is a subworker's" in _error(h, OTHER_CLIENT).message
 
@@ -55,7 +55,7 @@ def test_a_subworker_with_its_credential_registers() -> None:
     h.send(A, _worker_hello(WORKER))
     assert isinstance(h.sent(A)[0], m.WorkerWelcome)
     assert list(h.core.workers) == ["a"]
-    assert h.core.closes == []
+    assert h.core.refused == []
 
 
 def test_nothing_but_a_hello_passes_before_a_credential() -> None:
@@ -101,7 +101,7 @@ def test_a_connection_past_the_limit_is_refused_and_closed_until_one_goes() -> N
     error = _error(h, OTHER_CLIENT)
     assert error.code == "connection_limit"
     assert "--max-connections" in error.message
-    assert h.core.closes == [OTHER_CLIENT.id]
+    assert h.core.refused == [OTHER_CLIENT.id]
     h.send(CLIENT, m.OverviewQuery(request_id=2))  # those in keep being served
     assert isinstance(h.sent(CLIENT)[0], m.Overview)
     h.core.disconnected(CLIENT.id, h.now)

@@ -401,10 +401,13 @@ class Dialer:
         except pynng.NNGException as exc:
             raise TransportError(f"cannot create a socket: {exc}") from exc
         self._endpoint: pynng.Dialer | None = None
+        self._counted: dict[str, int] = {}
+        """NNG's counters of this dial when it last connected: failures are counted
+        from there."""
         self._pipe_id: int | None = None
         """The connection the frame counts belong to. Set in-band, by the first frame of
         each connection: NNG's connect callback may reach the loop after that frame."""
-        self._socket.add_post_pipe_connect_cb(lambda _pipe: self._notify(self._on_connect))
+        self._socket.add_post_pipe_connect_cb(lambda _pipe: self._notify(self._connected))
         self._socket.add_post_pipe_remove_cb(
             lambda pipe: self._notify(lambda: self._disconnected(pipe.id))
         )
@@ -432,6 +435,11 @@ class Dialer:
                 continue
             for message in frame.messages:
                 self._on_message(message)
+
+    def _connected(self) -> None:
+        if self._endpoint is not None:
+            self._counted = endpoint_stats(self._endpoint)
+        self._on_connect()
 
     def _notify(self, callback: Callable[[], None]) -> None:
         # Pipe callbacks run on NNG's threads.
@@ -461,7 +469,11 @@ class Dialer:
         say (a TLS handshake that failed, a refused port), else None."""
         if self._endpoint is None or self.connected:
             return None
-        return describe_failures(endpoint_stats(self._endpoint), self.address)
+        since = {
+            name: count - self._counted.get(name, 0)
+            for name, count in endpoint_stats(self._endpoint).items()
+        }
+        return describe_failures(since, self.address)
 
     def close(self) -> None:
         """Stop receiving and close the socket."""
@@ -541,10 +553,17 @@ def describe_failures(counters: dict[str, int], address: str) -> str | None:
         return (
             f"{address} does not speak TLS ({counters['proto']} handshakes failed): is it tcp://?"
         )
-    if counters.get("other") or counters.get("proto"):
+    if tls and counters.get("other"):
+        return (
+            f"{address} closed the connection while it was set up, {counters['other']} "
+            "times: does it expect another certificate?"
+        )
+    if address.startswith("tcp://") and (counters.get("other") or counters.get("proto")):
         count = counters.get("other", 0) + counters.get("proto", 0)
-        hint = "does it expect another certificate?" if tls else "does it listen on tls+tcp://?"
-        return f"{address} closed the connection while it was set up, {count} times: {hint}"
+        return (
+            f"{address} closed the connection while it was set up, {count} times: "
+            "does it listen on tls+tcp://?"
+        )
     if counters.get("refused"):
         return f"nothing listens at {address} (refused {counters['refused']} times)"
     return None

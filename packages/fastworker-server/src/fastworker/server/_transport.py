@@ -185,7 +185,7 @@ class Listener:
         """Connections that ended before they were set up, since the start: a TLS
         handshake that failed (an untrusted or missing certificate, a peer that does not
         speak TLS). NNG tells the listener nothing else of them."""
-        if self._endpoint is None:
+        if self._endpoint is None or not self.address.startswith(TLS_SCHEME):
             return 0
         counters = endpoint_stats(self._endpoint)
         return counters.get("auth", 0) + counters.get("proto", 0) + counters.get("other", 0)

@@ -300,8 +300,14 @@ class ControlPlane:
             for peer_id in core.closes:
                 peer = self._peer(peer_id)
                 if peer is not None:
-                    peer.close_after_sending()
+                    peer.close()
             core.closes.clear()
+        if core.refused:
+            for peer_id in core.refused:
+                peer = self._peer(peer_id)
+                if peer is not None:
+                    peer.close_after_sending()
+            core.refused.clear()
 
     def _peer(self, peer_id: int | None) -> Peer | None:
         if peer_id is None or self._listener is None:

@@ -124,6 +124,10 @@ class ControlPlaneCore:
         self.local_stops: list[str] = []
         """Tasks the control plane runs itself that a client cancelled."""
         self.closes: list[int] = []
+        self.refused: list[int] = []
+        """Connections to drop once the reply that says why has left (a refused hello);
+        ``closes`` are dropped at once, so that a subworker declared lost cannot send
+        anything more on its old connection."""
         self.peers = Peers(settings, self.counters, self.sends, self._fenced_log)
         self._auth_log = LogLimiter(log, interval=10.0)
         self._refusal_log = LogLimiter(log, interval=10.0, level=logging.INFO)
@@ -154,7 +158,7 @@ class ControlPlaneCore:
             self.sends.append((peer.id, m.ErrorReply(request_id=request_id, error=error_info(exc))))
             if isinstance(exc, AuthenticationError | ConnectionLimitError):
                 # A refused connection: the reply says why, then the connection goes.
-                self.closes.append(peer.id)
+                self.refused.append(peer.id)
                 self._auth_log.log(
                     now, "refused %s from %s: %s", type(message).__name__, peer.address, exc
                 )
