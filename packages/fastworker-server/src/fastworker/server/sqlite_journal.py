@@ -19,7 +19,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -92,48 +92,20 @@ class SqliteJournal:
             pid_file.write(f"{os.getpid()}\n")
 
     def load(self) -> list[TaskRecord]:
-        connection = self._require_open()
-        try:
-            rows: list[tuple[str, bytes]] = connection.execute(
-                "SELECT task_id, record FROM tasks ORDER BY id"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"could not read journal {self.path}: {exc}") from exc
-        records: list[TaskRecord] = []
-        for task_id, blob in rows:
-            try:
-                record = _DECODER.decode(blob)
-            except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
-                raise StorageError(
-                    f"journal {self.path} holds an unreadable record for task {task_id!r}"
-                    f" ({exc}); {_MOVE_ASIDE}"
-                ) from exc
+        sql = "SELECT task_id, record FROM tasks ORDER BY id"
+        records = _load(self._require_open(), self.path, sql, _DECODER, "task")
+        for task_id, record in records:
             if record.task_id != task_id:
                 raise StorageError(
                     f"journal {self.path} stores task {record.task_id!r} under the id"
                     f" {task_id!r}; {_MOVE_ASIDE}"
                 )
-            records.append(record)
-        return records
+        return [record for _, record in records]
 
     def load_schedules(self) -> list[ScheduleRecord]:
-        connection = self._require_open()
-        try:
-            rows: list[tuple[str, bytes]] = connection.execute(
-                "SELECT name, record FROM schedules ORDER BY name"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"could not read journal {self.path}: {exc}") from exc
-        records: list[ScheduleRecord] = []
-        for name, blob in rows:
-            try:
-                records.append(_SCHEDULE_DECODER.decode(blob))
-            except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
-                raise StorageError(
-                    f"journal {self.path} holds an unreadable record for schedule {name!r}"
-                    f" ({exc}); {_MOVE_ASIDE}"
-                ) from exc
-        return records
+        sql = "SELECT name, record FROM schedules ORDER BY name"
+        records = _load(self._require_open(), self.path, sql, _SCHEDULE_DECODER, "schedule")
+        return [record for _, record in records]
 
     def write(
         self,
@@ -247,11 +219,40 @@ def _execute(
         connection.executemany(row_sql, rows[whole:])
 
 
-def _read_keys(connection: sqlite3.Connection, path: str) -> dict[str, int]:
+def _select(connection: sqlite3.Connection, path: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one query; StorageError if SQLite cannot read them."""
     try:
-        rows: list[tuple[int, str]] = connection.execute("SELECT id, task_id FROM tasks").fetchall()
+        return connection.execute(sql).fetchall()
     except sqlite3.Error as exc:
         raise StorageError(f"could not read journal {path}: {exc}") from exc
+
+
+_Record = TypeVar("_Record", TaskRecord, ScheduleRecord)
+
+
+def _load(
+    connection: sqlite3.Connection,
+    path: str,
+    sql: str,
+    decoder: msgspec.msgpack.Decoder[_Record],
+    kind: str,
+) -> list[tuple[str, _Record]]:
+    """``(key, record)`` for each row ``sql`` selects as (key, msgpack blob), decoded;
+    StorageError naming the first row that cannot be read."""
+    records: list[tuple[str, _Record]] = []
+    for key, blob in _select(connection, path, sql):
+        try:
+            records.append((key, decoder.decode(blob)))
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise StorageError(
+                f"journal {path} holds an unreadable record for {kind} {key!r}"
+                f" ({exc}); {_MOVE_ASIDE}"
+            ) from exc
+    return records
+
+
+def _read_keys(connection: sqlite3.Connection, path: str) -> dict[str, int]:
+    rows: list[tuple[int, str]] = _select(connection, path, "SELECT id, task_id FROM tasks")
     keys: dict[str, int] = {}
     for key, task_id in rows:
         if task_id in keys:
