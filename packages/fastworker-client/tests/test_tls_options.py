@@ -71,3 +71,12 @@ def test_a_dial_that_has_not_failed_says_nothing() -> None:
     # A connection an ipc:// control plane closed (it dropped a silent subworker) is not
     # a handshake that failed.
     assert describe_failures({"other": 2}, "ipc:///tmp/cp.sock") is None
+
+
+def test_flags_without_a_ca_give_no_options_and_refuse_the_rest() -> None:
+    assert TLSOptions.from_flags(None, None, None, None) is None
+    assert TLSOptions.from_flags("ca.pem", None, None, "cp") == TLSOptions(
+        ca="ca.pem", server_name="cp"
+    )
+    with pytest.raises(ConfigurationError, match="need --tls-ca"):
+        TLSOptions.from_flags(None, "me.pem", "me.key", None)

@@ -52,6 +52,25 @@ class TLSOptions:
             raise ConfigurationError("give a TLS certificate and its key together, or neither")
 
     @classmethod
+    def from_flags(
+        cls, ca: str | None, cert: str | None, key: str | None, server_name: str | None
+    ) -> TLSOptions | None:
+        """The options the ``--tls-*`` flags of a command give, or None without
+        ``--tls-ca`` (the environment's, if any, then apply).
+
+        Raises:
+            ConfigurationError: ``--tls-cert``, ``--tls-key`` or ``--tls-server-name``
+                without ``--tls-ca``.
+        """
+        if ca is None:
+            if cert or key or server_name:
+                raise ConfigurationError(
+                    "--tls-cert, --tls-key and --tls-server-name need --tls-ca"
+                )
+            return None
+        return cls(ca=ca, cert=cert, key=key, server_name=server_name)
+
+    @classmethod
     def from_environment(cls) -> TLSOptions | None:
         """The options ``FASTWORKER_TLS_*`` give, or None when ``FASTWORKER_TLS_CA`` is
         not set."""

@@ -148,13 +148,8 @@ async def _run(options: argparse.Namespace) -> None:
 
 
 def _tls(options: argparse.Namespace) -> TLSOptions | None:
-    if options.tls_ca is None:
-        return None
-    return TLSOptions(
-        ca=options.tls_ca,
-        cert=options.tls_cert,
-        key=options.tls_key,
-        server_name=options.tls_server_name,
+    return TLSOptions.from_flags(
+        options.tls_ca, options.tls_cert, options.tls_key, options.tls_server_name
     )
 
 

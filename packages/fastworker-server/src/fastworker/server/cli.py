@@ -176,15 +176,8 @@ def _add_tls_peer_flags(parser: argparse.ArgumentParser) -> None:
 
 def _tls_options(options: argparse.Namespace) -> TLSOptions | None:
     """The TLS options the flags give; None leaves them to FASTWORKER_TLS_*."""
-    if options.tls_ca is None:
-        if options.tls_cert or options.tls_key or options.tls_server_name:
-            raise ConfigurationError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
-        return None
-    return TLSOptions(
-        ca=options.tls_ca,
-        cert=options.tls_cert,
-        key=options.tls_key,
-        server_name=options.tls_server_name,
+    return TLSOptions.from_flags(
+        options.tls_ca, options.tls_cert, options.tls_key, options.tls_server_name
     )
 
 
