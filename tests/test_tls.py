@@ -107,6 +107,39 @@ async def _refused(address: str, tls: TLSOptions | None) -> str:
         await asyncio.sleep(0.1)
 
 
+def _mutual_tls_plane(processes: Processes, pki: Pki, *extra: str) -> str:
+    """A control plane on a fresh tls+tcp:// address that requires client certificates
+    from the test's CA; its address."""
+    address = _tls_address()
+    processes.control_plane(
+        address,
+        "--no-local-execution",
+        "--tls-cert",
+        pki.server_cert,
+        "--tls-key",
+        pki.server_key,
+        "--tls-ca",
+        pki.ca,
+        "--tls-require-client-cert",
+        *extra,
+    )
+    return address
+
+
+def _peer_flags(pki: Pki, cert: str, key: str) -> tuple[str, ...]:
+    """A subworker's flags for mutual TLS with ``cert`` and ``key``."""
+    return (
+        "--tls-ca",
+        pki.ca,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-server-name",
+        "localhost",
+    )
+
+
 async def test_tasks_run_over_tls_and_each_refusal_says_why(processes: Processes, pki: Pki) -> None:
     address = _tls_address()
     processes.control_plane(
@@ -143,35 +176,13 @@ async def test_tasks_run_over_tls_and_each_refusal_says_why(processes: Processes
 async def test_mutual_tls_refuses_a_peer_without_a_trusted_certificate(
     processes: Processes, pki: Pki
 ) -> None:
-    address = _tls_address()
-    processes.control_plane(
-        address,
-        "--no-local-execution",
-        "--tls-cert",
-        pki.server_cert,
-        "--tls-key",
-        pki.server_key,
-        "--tls-ca",
-        pki.ca,
-        "--tls-require-client-cert",
-    )
+    address = _mutual_tls_plane(processes, pki)
     member = TLSOptions(
         ca=pki.ca, cert=pki.worker_cert, key=pki.worker_key, server_name="localhost"
     )
     client = await connect(address, tls=member)
     try:
-        processes.subworker(
-            address,
-            "mtls-1",
-            "--tls-ca",
-            pki.ca,
-            "--tls-cert",
-            pki.worker_cert,
-            "--tls-key",
-            pki.worker_key,
-            "--tls-server-name",
-            "localhost",
-        )
+        processes.subworker(address, "mtls-1", *_peer_flags(pki, pki.worker_cert, pki.worker_key))
         await wait_for_workers(client, 1)
         assert await client.run("add", 1, 2, wait=30) == 3
         without = await _refused(address, TLSOptions(ca=pki.ca, server_name="localhost"))
@@ -194,42 +205,20 @@ async def test_mutual_tls_refuses_a_peer_without_a_trusted_certificate(
 
 
 async def test_certificates_can_name_their_roles(processes: Processes, pki: Pki) -> None:
-    address = _tls_address()
-    processes.control_plane(
-        address,
-        "--no-local-execution",
-        "--tls-cert",
-        pki.server_cert,
-        "--tls-key",
-        pki.server_key,
-        "--tls-ca",
-        pki.ca,
-        "--tls-require-client-cert",
-        "--tls-cert-roles",
-    )
-
-    def peer_flags(cert: str, key: str) -> tuple[str, ...]:
-        return (
-            "--tls-ca",
-            pki.ca,
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--tls-server-name",
-            "localhost",
-        )
+    address = _mutual_tls_plane(processes, pki, "--tls-cert-roles")
 
     web = TLSOptions(ca=pki.ca, cert=pki.client_cert, key=pki.client_key, server_name="localhost")
     client = await connect(address, tls=web)
     try:
         # No secret anywhere: the certificates say who is who.
         impostor = processes.subworker(
-            address, "impostor", *peer_flags(pki.client_cert, pki.client_key)
+            address, "impostor", *_peer_flags(pki, pki.client_cert, pki.client_key)
         )
         assert await asyncio.to_thread(impostor.wait, 30) == 4
         assert "is a client's, not a subworker's" in processes.log("subworker-impostor")
-        processes.subworker(address, "host-1", *peer_flags(pki.subworker_cert, pki.subworker_key))
+        processes.subworker(
+            address, "host-1", *_peer_flags(pki, pki.subworker_cert, pki.subworker_key)
+        )
         await wait_for_workers(client, 1)
         assert await client.run("add", 4, 5, wait=30) == 9
     finally:
