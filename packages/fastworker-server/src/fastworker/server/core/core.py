@@ -42,7 +42,7 @@ from .admission import Admission
 from .cache import ResultCache
 from .durability import Durability
 from .fleet import Fleet
-from .peers import Peers
+from .peers import WORKER_ONLY, Peers
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
 from .schedules import Fire, Schedules, configured_schedules
@@ -52,7 +52,6 @@ __all__ = ["CLIENT_FEATURES", "Connection", "ControlPlaneCore"]
 
 log = logging.getLogger("fastworker.control_plane")
 
-_WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat)
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
 _SCHEDULES_PEER = -1
 """Who submits the runs of periodic tasks: no connection (no one watches them)."""
@@ -169,7 +168,7 @@ class ControlPlaneCore:
 
     def _handle(self, peer: Connection, message: m.Message, now: float) -> None:
         self.peers.check(peer, message)
-        if isinstance(message, _WORKER_MESSAGES):
+        if isinstance(message, WORKER_ONLY):
             worker = self.fleet.by_peer.get(peer.id)
             if worker is None:
                 self.peers.refuse_non_worker(peer, message, now)

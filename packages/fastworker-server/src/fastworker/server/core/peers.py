@@ -13,11 +13,13 @@ from fastworker.protocol import messages as m
 from ..settings import ControlPlaneSettings
 from .records import Connection, error_info
 
-__all__ = ["CLIENT_ROLE", "WORKER_ROLE", "Peers"]
+__all__ = ["CLIENT_ROLE", "WORKER_ONLY", "WORKER_ROLE", "Peers"]
 
 _TaskReply = TypeVar("_TaskReply", m.StatusReply, m.HistoryReply)
-_WORKER_MESSAGES = (m.TasksDone, m.HandBack, m.Heartbeat, m.Goodbye)
-"""What a subworker sends after its hello; a registered one is checked by the fleet."""
+WORKER_ONLY = (m.TasksDone, m.HandBack, m.Heartbeat)
+"""What only a registered subworker may send (the core checks that it is one)."""
+_WORKER_MESSAGES = (*WORKER_ONLY, m.Goodbye)
+"""What a subworker sends after its hello; it needs no client secret."""
 
 
 def _same(presented: str, expected: str | None) -> bool:

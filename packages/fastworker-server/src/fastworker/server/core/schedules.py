@@ -116,9 +116,6 @@ class Schedules:
         self.started = False
         """Whether :meth:`start` ran: nothing fires before."""
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def start(self, stored: Iterable[ScheduleRecord], wall: float) -> list[Fire]:
         """Take up where the journal left off, at Unix time ``wall``; the runs to fire at
         once for those missed while the control plane was down, by each schedule's
