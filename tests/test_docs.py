@@ -9,6 +9,7 @@ FASTWORKER_ADDRESS), and must exit 0 within its bound.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,11 +93,47 @@ def test_every_python_sample_runs(path: Path, processes: Processes, tmp_path: Pa
         )
 
 
-def test_every_command_line_flag_is_in_the_configuration_reference() -> None:
+def _settings_reference() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "settings_reference", ROOT / "tools" / "settings_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations() -> None:
+    reference = _settings_reference()
+    assert reference.current() == reference.render(), (
+        "docs/configuration.md is out of date: run python tools/settings_reference.py"
+    )
+
+
+def test_every_setting_has_its_flag_variable_and_line() -> None:
+    from fastworker.dashboard.cli import DASHBOARD, build_parser
     from fastworker.server.cli import command_flags
+    from fastworker.server.cli.settings import SERVER_COMMANDS
 
     reference = (ROOT / "docs" / "configuration.md").read_text()
+    flags = {flag for _command, flag in command_flags()}
+    flags |= {flag for action in build_parser()._actions for flag in action.option_strings}  # pyright: ignore[reportPrivateUsage]
+    for command in (*SERVER_COMMANDS, DASHBOARD):
+        for setting in command.settings:
+            assert set(setting.flags) <= flags, setting.name
+            row = f"| {' '.join(f'`{flag}`' for flag in setting.flags)} | `{setting.env}`"
+            assert row in reference, f"{command.name} {setting.name}"
+
+
+def test_every_command_line_flag_is_documented() -> None:
+    """A setting's flag is in the configuration reference; an option of one invocation
+    (``submit --wait``) in the command reference."""
+    from fastworker.server.cli import command_flags
+
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    documented += (ROOT / "docs" / "cli.md").read_text()
     missing = [
-        f"{command} {flag}" for command, flag in command_flags() if f"`{flag}`" not in reference
+        f"{command} {flag}" for command, flag in command_flags() if f"`{flag}`" not in documented
     ]
     assert missing == []

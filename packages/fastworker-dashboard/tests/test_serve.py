@@ -124,7 +124,7 @@ def test_the_command_line_reads_its_secrets_from_files(
     token.write_text("s3cret\n")
     # Read from the file, the token lets the dashboard listen beyond loopback; the
     # address is a documentation one no host here has, so the bind itself fails.
-    assert main(["--host", "192.0.2.1", "--port", "0", "--access-token-file", str(token)]) == 1
+    assert main(["--host", "192.0.2.1", "--port", "0", "--access-token-file", str(token)]) == 2
     assert "access token" not in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--auth-token-file", str(tmp_path / "missing")])
@@ -144,7 +144,7 @@ def test_the_command_line_checks_its_port(monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_command_runs_says_where_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "FASTWORKER_CONTROL_PLANE": f"ipc://{tmp_path}/nobody.sock",
+        "FASTWORKER_ADDRESS": f"ipc://{tmp_path}/nobody.sock",
         "FASTWORKER_DASHBOARD_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
@@ -169,3 +169,14 @@ def test_the_command_runs_says_where_and_stops_on_sigterm(tmp_path: Path) -> Non
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=5)
+
+
+def test_the_address_variable_is_the_one_every_command_reads(tmp_path: Path) -> None:
+    from fastworker.dashboard.cli import parse_command_line
+
+    address = f"ipc://{tmp_path}/cp.sock"
+    assert parse_command_line([], {"FASTWORKER_ADDRESS": address}, tmp_path).address == address
+    old = parse_command_line([], {"FASTWORKER_CONTROL_PLANE": address}, tmp_path)
+    assert old.address == address  # the 0.1 variable, still read when the new one is unset
+    flag = parse_command_line(["--control-plane", "tcp://127.0.0.1:1"], {}, tmp_path)
+    assert flag.address == "tcp://127.0.0.1:1"

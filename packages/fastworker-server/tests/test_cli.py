@@ -11,7 +11,7 @@ import pytest
 
 from fastworker.protocol import PROTOCOL_VERSION
 from fastworker.server import __version__
-from fastworker.server.cli import build_parser, main
+from fastworker.server.cli import main, parse_command_line
 
 
 def test_version_names_package_and_protocol(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_flags_default_from_fastworker_environment_variables(
     monkeypatch.setenv("FASTWORKER_TASK_MODULES", "shop.tasks, billing")
     monkeypatch.setenv("FASTWORKER_CONCURRENCY", "7")
     monkeypatch.setenv("FASTWORKER_CONTROL_PLANE_ADDRESS", "tcp://10.0.0.5:5555")
-    options = build_parser().parse_args(["subworker", "--worker-id", "w1"])
+    options = parse_command_line(["subworker", "--worker-id", "w1"])
     assert options.task_modules == ["shop.tasks", "billing"]
     assert options.concurrency == 7
     assert options.control_plane_address == "tcp://10.0.0.5:5555"
@@ -64,15 +64,15 @@ def test_a_flag_on_the_command_line_wins_over_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FASTWORKER_CONCURRENCY", "7")
-    options = build_parser().parse_args(["subworker", "--worker-id", "w1", "--concurrency", "2"])
+    options = parse_command_line(["subworker", "--worker-id", "w1", "--concurrency", "2"])
     assert options.concurrency == 2
 
 
 def test_boolean_flags_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FASTWORKER_LOCAL_EXECUTION", "false")
-    assert build_parser().parse_args(["control-plane"]).local_execution is False
+    assert parse_command_line(["control-plane"]).local_execution is False
     monkeypatch.setenv("FASTWORKER_LOCAL_EXECUTION", "yes")
-    assert build_parser().parse_args(["control-plane"]).local_execution is True
+    assert parse_command_line(["control-plane"]).local_execution is True
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_a_bad_environment_value_is_a_usage_error(
     monkeypatch.setenv(variable, value)
     command = ["subworker", "--worker-id", "w"] if "CONCURRENCY" in variable else ["control-plane"]
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(command)
+        parse_command_line(command)
     assert exit_info.value.code == 2
     assert variable in capsys.readouterr().err
 
@@ -124,3 +124,60 @@ def test_a_task_module_that_cannot_be_imported_exits_2(
     )
     assert code == 2
     assert "no_such_module_here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [("control-plane", "ControlPlaneSettings"), ("subworker", "SubworkerSettings")],
+)
+def test_the_declared_defaults_are_the_settings_dataclass_defaults(command: str, kind: str) -> None:
+    """The command and the Python API start from the same defaults."""
+    import dataclasses
+
+    from fastworker.server import control_plane, subworker
+    from fastworker.server.cli.settings import CONTROL_PLANE, SUBWORKER
+
+    declared = {"control-plane": CONTROL_PLANE, "subworker": SUBWORKER}[command]
+    settings_class = getattr(control_plane if command == "control-plane" else subworker, kind)
+    fields = {field.name: field for field in dataclasses.fields(settings_class)}
+    checked = 0
+    for setting in declared.settings:
+        field = fields.get(setting.name)
+        if field is None or field.default is dataclasses.MISSING:
+            continue
+        assert setting.default == field.default, setting.name
+        checked += 1
+    assert checked >= 4
+
+
+def test_settings_come_from_the_configuration_file(tmp_path: Path) -> None:
+    (tmp_path / "fastworker.toml").write_text(
+        'task_modules = ["shop.tasks"]\nauth_token = "shared"\n'
+        '[subworker]\nworker_id = "from-file"\nconcurrency = 3\n'
+        '[control-plane]\njournal = ":memory:"\nschedule = ["report=every:30"]\n'
+    )
+    options = parse_command_line(["subworker", "--concurrency", "2"], environ={}, cwd=tmp_path)
+    assert (options.worker_id, options.concurrency) == ("from-file", 2)
+    assert (options.task_modules, options.auth_token) == (["shop.tasks"], "shared")
+    options = parse_command_line(["control-plane"], environ={}, cwd=tmp_path)
+    assert options.journal == ":memory:"
+    assert [name for name, _schedule in options.schedule] == ["report"]
+
+
+def test_an_unknown_file_entry_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fastworker.toml").write_text("[subworker]\nconcurency = 3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command_line(["subworker", "--worker-id", "w"], environ={}, cwd=tmp_path)
+    assert exit_info.value.code == 2
+    assert "'concurency' is not a setting of subworker" in capsys.readouterr().err
+
+
+def test_a_dashboard_token_can_come_from_a_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("visitor-secret\n")
+    options = parse_command_line(
+        ["control-plane", "--dashboard-token-file", str(token)], environ={}, cwd=tmp_path
+    )
+    assert options.dashboard_token == "visitor-secret"
