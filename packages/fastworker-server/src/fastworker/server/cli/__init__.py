@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastworker`` command."""
     parser = argparse.ArgumentParser(
         prog="fastworker",
+        allow_abbrev=False,
         description="fastworker: a brokerless task queue. Runs control planes and subworkers "
         "and talks to them. Every setting can also be given as FASTWORKER_<NAME> in the "
         "environment or in fastworker.toml.",
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, settings in _SUBCOMMANDS:
-        sub = subparsers.add_parser(command.name, help=command.help)
+        sub = subparsers.add_parser(command.name, help=command.help, allow_abbrev=False)
         command.add_options(sub)
         settings.add_arguments(sub)
     return parser
@@ -116,6 +117,7 @@ _EXIT_CODES: tuple[tuple[type[Exception], ExitCode, str], ...] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     options = parse_command_line(argv)
     logging.basicConfig(
         level=options.log_level.upper(),
@@ -124,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command, _settings = _BY_NAME[options.command]
     try:
+        if getattr(options, "reload", False):
+            from .reload import run_with_reload
+
+            return run_with_reload(argv, Path.cwd())
         return asyncio.run(command.run(options))
     except (FastworkerError, json.JSONDecodeError) as exc:
         code, prefix = next(

@@ -41,7 +41,14 @@ from fastworker.protocol import (
 
 from ..journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
 
-__all__ = ["CLIENT", "CONTROL_PLANE", "SERVER_COMMANDS", "SUBWORKER", "dataclass_from"]
+__all__ = [
+    "CLIENT",
+    "CONTROL_PLANE",
+    "RELOAD",
+    "SERVER_COMMANDS",
+    "SUBWORKER",
+    "dataclass_from",
+]
 
 CPU_COUNT = max(os.cpu_count() or 1, 1)
 
@@ -62,6 +69,13 @@ TASK_MODULES = Setting(
     kind="list",
     default=[],
     metavar="MODULES",
+)
+
+RELOAD = Setting(
+    "reload",
+    "for development: run in a child process and restart it when a Python file under the "
+    "working directory changes (needs the `reload` extra: watchfiles)",
+    kind="switch",
 )
 
 CONTROL_PLANE = Command(
@@ -229,6 +243,7 @@ CONTROL_PLANE = Command(
             "listen beyond loopback without a shared secret (only on a network you trust)",
             kind="switch",
         ),
+        RELOAD,
         LOG_LEVEL,
     ),
 )
@@ -259,6 +274,7 @@ SUBWORKER = Command(
         ),
         AUTH_TOKEN.with_help("the control plane's shared secret, or its `--worker-token`"),
         *TLS_PEER_SETTINGS,
+        RELOAD,
         LOG_LEVEL,
     ),
 )
