@@ -47,6 +47,7 @@ CROSS_TEST_TOOLS = (
     "hypothesis>=6.100",
     "cronsim>=2.7,<3",
     "trustme>=1.1",  # certificates made at test time, for the TLS tests
+    "pyyaml>=6",  # reads the compose and Kubernetes files of examples/deploy/
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
