@@ -48,6 +48,7 @@ CROSS_TEST_TOOLS = (
     "cronsim>=2.7,<3",
     "trustme>=1.1",  # certificates made at test time, for the TLS tests
     "watchfiles>=0.21,<2",  # the [reload] extra, for --reload
+    "pyyaml>=6",  # reads the compose and Kubernetes files of examples/deploy/
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
