@@ -43,6 +43,9 @@ DEFAULT_DRAIN_TIMEOUT = 3.0
 # subworker's supervisor (--processes and its recycling limits) and the /healthz and
 # /readyz endpoints. Accepted here until `command_flags()` lists them; then delete them
 # from this set (test_pending_flags_are_still_pending says which). Each takes a value.
+NO_CONFIG = Path("/nonexistent/fastworker-examples")
+"""A working directory with no configuration file."""
+
 PENDING_FLAGS: frozenset[tuple[str, str]] = frozenset(
     {
         ("subworker", "--processes"),
@@ -107,13 +110,25 @@ def _environment(variables: Mapping[str, str]) -> Generator[None, None, None]:
 
 
 def _dashboard_reads(variable: str) -> bool:
-    """Whether fastworker-dashboard takes a default from this variable (its names differ
+    """Whether fastworker-dashboard takes a setting from this variable (its names differ
     from the flags': --access-token is FASTWORKER_DASHBOARD_TOKEN)."""
-    with _environment({}):
-        before = vars(_dashboard_parser().parse_args([]))
-    with _environment({variable: "1234"}):
-        after = vars(_dashboard_parser().parse_args([]))
-    return before != after
+    return _parse(DASHBOARD, [], {}) != _parse(DASHBOARD, [], {variable: "1234"})
+
+
+def _parse(command: str, args: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
+    """What the program makes of a command line under exactly this environment, with no
+    configuration file; a secret's file is not read (it exists only where deployed)."""
+    with (
+        _environment(env),
+        mock.patch("fastworker.client.config.read_secret", lambda _flag, path: f"<{path}>"),
+    ):
+        if command == DASHBOARD:
+            from fastworker.dashboard.cli import parse_command_line
+
+            return parse_command_line(list(args), os.environ, NO_CONFIG)
+        from fastworker.server.cli import parse_command_line
+
+        return parse_command_line([command, *args], os.environ, NO_CONFIG)
 
 
 def known_variable(variable: str) -> bool:
@@ -168,13 +183,7 @@ class Invocation:
         return int(raw) if raw is not None else None
 
     def _parse(self, env: Mapping[str, str]) -> argparse.Namespace:
-        args = _without_pending(self.command, self.args)
-        with _environment(env):
-            if self.command == DASHBOARD:
-                return _dashboard_parser().parse_args(args)
-            from fastworker.server.cli import build_parser
-
-            return build_parser().parse_args([self.command, *args])
+        return _parse(self.command, _without_pending(self.command, self.args), env)
 
     def problems(self) -> list[str]:
         """What its program would refuse, or what in it the program would not read."""
