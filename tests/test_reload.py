@@ -95,6 +95,9 @@ async def test_an_edited_task_module_runs_after_a_reload(
             assert time.monotonic() < deadline, "the child outlived its reloader"
             await asyncio.sleep(0.05)
     finally:
+        if reloader.poll() is None:  # a failed test: SIGKILL at teardown would orphan the child
+            reloader.send_signal(signal.SIGTERM)
+            reloader.wait(timeout=20)
         for pid in pids:  # a child the reloader did not stop: end it, it is ours
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
