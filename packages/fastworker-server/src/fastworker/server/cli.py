@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -51,6 +52,7 @@ from fastworker.protocol import (
     TransportError,
 )
 
+from . import health
 from ._version import __version__
 from .journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
 
@@ -204,6 +206,38 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     )
     _add_auth_token(parser)
     _add_tls_peer_flags(parser)
+
+
+def _add_health_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health-host",
+        default=health.DEFAULT_HEALTH_HOST,
+        help="where --health-port listens (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=_non_negative_int,
+        help="serve GET /healthz (the process is alive) and /readyz (it is ready) over "
+        "plain HTTP on this port, for probes; 0 for any free one (default: off)",
+    )
+
+
+def _add_ping_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="ADDRESS",
+        help="the control plane to ping, in place of --address",
+    )
+    parser.add_argument(
+        "--count", type=_positive_int, default=1, help="round trips to make (default: 1)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        help="seconds between round trips, with --count (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen beyond loopback without a shared secret (only on a network you trust)",
     )
+    _add_health_flags(cp)
     _add_common(cp)
 
     sw = commands.add_parser(
@@ -428,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_auth_token(sw)
     _add_tls_peer_flags(sw)
+    _add_health_flags(sw)
     _add_common(sw)
 
     submit = commands.add_parser("submit", help="submit a task")
@@ -485,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(listing)
     _add_common(listing)
 
-    for sub in (cp, sw, submit, status, cancel, dead, schedules, listing):
+    ping = commands.add_parser("ping", help="check that a control plane answers, and how fast")
+    _add_ping_flags(ping)
+    _add_client_flags(ping)
+    _add_common(ping)
+
+    for sub in (cp, sw, submit, status, cancel, dead, schedules, listing, ping):
         _defaults_from_environment(sub)
     return parser
 
@@ -680,7 +721,8 @@ async def _control_plane(options: argparse.Namespace) -> int:
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
     try:
-        return await _serve_until_signalled(_WithDashboard(plane, options))
+        with health.serving(options.health_host, options.health_port, plane.readiness):
+            return await _serve_until_signalled(_WithDashboard(plane, options))
     except StorageError as exc:
         # At start only: later, a write the journal refuses refuses its submissions.
         print(f"fastworker: {exc}", file=sys.stderr)
@@ -708,7 +750,8 @@ async def _subworker(options: argparse.Namespace) -> int:
         ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(worker, lambda: worker.refused)
+    with health.serving(options.health_host, options.health_port, worker.readiness):
+        return await _serve_until_signalled(worker, lambda: worker.refused)
 
 
 def _client(options: argparse.Namespace) -> Client:
@@ -859,6 +902,25 @@ async def _list(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _ping(options: argparse.Namespace) -> int:
+    """One overview round trip per --count on one connection (the hello before them
+    proves the credentials), each line with its time."""
+    options.address = options.target or options.address
+    async with _client(options) as client:
+        for turn in range(options.count):
+            if turn:
+                await asyncio.sleep(options.interval)
+            sent = time.perf_counter()
+            overview = await client.overview()
+            took = (time.perf_counter() - sent) * 1000
+            print(
+                f"{client.address}: ok in {took:.1f} ms (control plane "
+                f"{overview.control_plane_id}, fastworker {overview.library_version or '?'})",
+                flush=True,
+            )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "control-plane": _control_plane,
     "subworker": _subworker,
@@ -868,6 +930,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "dead-letters": _dead_letters,
     "schedules": _schedules,
     "list": _list,
+    "ping": _ping,
 }
 
 

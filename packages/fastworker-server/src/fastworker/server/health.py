@@ -218,7 +218,7 @@ class HealthServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = _Server((self.host, self.requested_port), loop, self.check)
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
             raise ConfigurationError(
                 f"the health checks cannot listen on {self.host}:{self.requested_port}: {exc}"
             ) from exc
