@@ -141,7 +141,7 @@ def _get(url: str, method: str = "GET") -> tuple[int, Any]:
 def _raw(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(data)
-        chunks = []
+        chunks: list[bytes] = []
         while chunk := sock.recv(4096):
             chunks.append(chunk)
     return b"".join(chunks)

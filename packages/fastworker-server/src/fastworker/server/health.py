@@ -112,7 +112,6 @@ def ask_loop(
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
     timeout = REQUEST_TIMEOUT  # a socket timeout: the bound on reading the request
 
     def _answer(self) -> None:
@@ -120,7 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         readiness: Verdict = None
         if path in _PATHS and self.command in _METHODS:
-            readiness = ask_loop(self.server.loop, self.server.check)
+            server = self.server
+            assert isinstance(server, _Server)
+            readiness = ask_loop(server.loop, server.check)
         status, body = answer(self.command, self.path, readiness)
         self._send(status, body)
 
