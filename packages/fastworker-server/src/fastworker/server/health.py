@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -168,8 +169,16 @@ class _Server(ThreadingHTTPServer):
         self.loop = loop
         self.check = check
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.address = address
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own also looks up the host's fully qualified name: a reverse DNS
+        # query, unbounded, on the event loop's thread.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = self.address[0]
+        self.server_port = int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
