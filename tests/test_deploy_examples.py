@@ -39,22 +39,18 @@ KUBERNETES = DEPLOY / "kubernetes"
 DASHBOARD = "fastworker-dashboard"
 DEFAULT_DRAIN_TIMEOUT = 3.0
 
-# Flags the examples use that are being added to `fastworker` alongside them: the
-# subworker's supervisor (--processes and its recycling limits) and the /healthz and
-# /readyz endpoints. Accepted here until `command_flags()` lists them; then delete them
-# from this set (test_pending_flags_are_still_pending says which). Each takes a value.
 NO_CONFIG = Path("/nonexistent/fastworker-examples")
 """A working directory with no configuration file."""
 
+# Flags the examples use that are being added to `fastworker` alongside them: the
+# subworker's supervisor (--processes and its recycling limits). Accepted here until
+# `command_flags()` lists them; then delete them from this set
+# (test_pending_flags_are_still_pending says which). Each takes a value.
 PENDING_FLAGS: frozenset[tuple[str, str]] = frozenset(
     {
         ("subworker", "--processes"),
         ("subworker", "--max-tasks-per-child"),
         ("subworker", "--max-memory-per-child"),
-        ("subworker", "--health-port"),
-        ("subworker", "--health-host"),
-        ("control-plane", "--health-port"),
-        ("control-plane", "--health-host"),
     }
 )
 

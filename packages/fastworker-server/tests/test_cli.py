@@ -44,7 +44,7 @@ def test_every_command_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("control-plane", "subworker", "submit", "status", "cancel", "list"):
+    for command in ("control-plane", "subworker", "submit", "status", "cancel", "list", "ping"):
         assert command in out
 
 
@@ -107,6 +107,24 @@ def test_an_unreachable_control_plane_exits_3(
     code = main(["list", "--address", f"ipc://{tmp_path}/nobody.sock", "--request-timeout", "0.3"])
     assert code == 3
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_health_checks_are_off_unless_given_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    for command in (["control-plane"], ["subworker", "--worker-id", "w"]):
+        options = parse_command_line(command)
+        assert (options.health_host, options.health_port) == ("127.0.0.1", None)
+    monkeypatch.setenv("FASTWORKER_HEALTH_PORT", "8081")
+    assert parse_command_line(["control-plane"]).health_port == 8081
+
+
+def test_ping_takes_its_address_as_an_argument_or_a_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = f"ipc://{tmp_path}/nobody.sock"
+    assert main(["ping", nobody, "--request-timeout", "0.3"]) == 3
+    assert nobody in capsys.readouterr().err
+    assert main(["ping", "--address", nobody, "--request-timeout", "0.3"]) == 3
+    assert nobody in capsys.readouterr().err
 
 
 def test_a_task_module_that_cannot_be_imported_exits_2(

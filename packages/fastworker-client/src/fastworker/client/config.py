@@ -85,7 +85,13 @@ class ExitCode(enum.IntEnum):
             "module that does not import, an address that cannot be used"
         ),
     )
-    UNREACHABLE = 3, "the control plane could not be reached"
+    UNREACHABLE = (
+        3,
+        (
+            "the control plane could not be reached: nothing listening, no answer within "
+            "`--request-timeout`, a failed TLS handshake"
+        ),
+    )
     REFUSED = (
         4,
         (

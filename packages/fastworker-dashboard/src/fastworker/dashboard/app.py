@@ -66,7 +66,7 @@ from ._views import (
     task_view,
 )
 
-__all__ = ["REQUEST_TIMEOUT", "create_app", "create_router"]
+__all__ = ["HEALTH_TIMEOUT", "REQUEST_TIMEOUT", "create_app", "create_router"]
 
 log = logging.getLogger("fastworker.dashboard")
 
@@ -77,6 +77,9 @@ PAGE_SIZES: Final = (25, 50, 100)
 """Task rows per page in the HTML view."""
 API_MAX_LIMIT: Final = 500
 """Largest ``limit`` of ``/api/history``."""
+HEALTH_TIMEOUT: Final = 1.0
+"""Seconds ``/healthz`` waits for the control plane's answer: a probe's own bound is
+typically one or two."""
 FRESH_CONNECTION_AFTER: Final = 30.0
 """Seconds without an answer after which the standalone app replaces its client."""
 RETRY_KEY_PREFIX: Final = "retry-of:"
@@ -276,6 +279,8 @@ class _Dashboard:
         self._add("/api/schedules", "api_schedules", self.api_schedules)
         self._add("/api/tasks/{task_id:path}", "api_task", self.api_task)
         self._add("/static/{filename}", "static", self.static, guarded=False)
+        # Probes carry no token; unguarded, it says only whether the control plane answers.
+        self._add("/healthz", "healthz", self.healthz, guarded=False)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -693,6 +698,32 @@ class _Dashboard:
                 "detail": unreachable["detail"],
             },
             503,
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        """200 when the control plane answers one request within :data:`HEALTH_TIMEOUT`,
+        else 503 with the kind of failure; the detail (its address, the error) only for
+        a request that passes the access guard."""
+        client = self.client()
+        try:
+            await asyncio.wait_for(client.overview(), HEALTH_TIMEOUT)
+        except (FastworkerError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, RejectedError):
+                reason, detail = "control plane refused the dashboard", str(exc)
+            elif isinstance(exc, TransportError):
+                reason = "control plane unreachable"
+                detail = self._unreachable(client, exc)["detail"]
+            elif isinstance(exc, FastworkerError):
+                reason, detail = "control plane error", str(exc)
+            else:
+                reason = "control plane unreachable"
+                detail = f"no answer within {HEALTH_TIMEOUT} s"
+            body = {"status": "unavailable", "control_plane": "down", "reason": reason}
+            if self.access.allows(request):
+                body.update(address=client.address, detail=detail)
+            return self._json(body, 503, {"Cache-Control": "no-store"})
+        return self._json(
+            {"status": "ok", "control_plane": "ok"}, 200, {"Cache-Control": "no-store"}
         )
 
     async def static(self, request: Request) -> Response:

@@ -69,6 +69,7 @@ class ControlPlane:
         self._frame_log = LogLimiter(log, interval=10.0)
         self._handshake_log = LogLimiter(log, interval=10.0)
         self._handshakes_failed = 0
+        self._stopping = False
 
     @property
     def core(self) -> ControlPlaneCore:
@@ -149,6 +150,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop serving: say goodbye to every peer and close the socket."""
+        self._stopping = True
         if self._listener is None:
             return
         if self._housekeeping is not None:
@@ -179,6 +181,15 @@ class ControlPlane:
     def threads_busy(self) -> int:
         """Local sync tasks still running in threads after stop()."""
         return 0 if self._runner is None else self._runner.threads_busy
+
+    def readiness(self) -> str | None:
+        """None while it serves (listening, its journal open, not stopping); else why
+        not, for a readiness probe."""
+        if self._stopping:
+            return "stopping"
+        if self._listener is None or self.journal is None:
+            return f"starting: not listening on {self.settings.address} yet"
+        return None
 
     def overview(self, request_id: int = 0) -> m.Overview:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""

@@ -122,6 +122,18 @@ class Subworker:
         """Wait until the control plane has accepted this subworker."""
         await asyncio.wait_for(self._welcomed.wait(), timeout)
 
+    def readiness(self) -> str | None:
+        """None while registered with its control plane and not draining; else why not,
+        for a readiness probe."""
+        address = self.settings.control_plane_address
+        if self._draining:
+            return "draining"
+        if self.refused is not None and self.refused.done():
+            return f"refused by {address}: {self.refused.result().message}"
+        if not self._welcomed.is_set():
+            return f"not registered with {address}"
+        return None
+
     async def stop(self) -> None:
         """Drain: take no more work, let running tasks finish within the drain timeout,
         hand back the rest, say goodbye, close. The control plane hears of the drain at

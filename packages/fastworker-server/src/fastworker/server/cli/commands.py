@@ -6,10 +6,12 @@ invocation asks, so they have no variable and no file entry."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -201,6 +203,25 @@ async def _list(options: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+async def _ping(options: argparse.Namespace) -> int:
+    """One overview round trip per --count on one connection (the hello before them
+    proves the credentials), each line with its time."""
+    options.address = options.target or options.address
+    async with _client(options) as client:
+        for turn in range(options.count):
+            if turn:
+                await asyncio.sleep(options.interval)
+            sent = time.perf_counter()
+            overview = await client.overview()
+            took = (time.perf_counter() - sent) * 1000
+            print(
+                f"{client.address}: ok in {took:.1f} ms (control plane "
+                f"{overview.control_plane_id}, fastworker {overview.library_version or '?'})",
+                flush=True,
+            )
+    return ExitCode.OK
+
+
 def _submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the task's registered name")
     parser.add_argument(
@@ -245,6 +266,24 @@ def _dead_letters_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ping_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="ADDRESS",
+        help="the control plane to ping, in place of --address",
+    )
+    parser.add_argument(
+        "--count", type=_checked(positive_int), default=1, help="round trips to make (default: 1)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=_checked(positive_float),
+        default=1.0,
+        help="seconds between round trips, with --count (default: %(default)s)",
+    )
+
+
 CLIENT_COMMANDS = (
     Subcommand("submit", "submit a task", _submit, _submit_options),
     Subcommand("status", "show a task's record", _status, _status_options),
@@ -257,4 +296,5 @@ CLIENT_COMMANDS = (
     ),
     Subcommand("schedules", "list periodic tasks with their next and last run", _schedules),
     Subcommand("list", "list registered tasks and connected subworkers", _list),
+    Subcommand("ping", "check that a control plane answers, and how fast", _ping, _ping_options),
 )

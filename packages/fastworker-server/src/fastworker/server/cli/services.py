@@ -17,6 +17,7 @@ from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.client.tls import TLSOptions
 from fastworker.protocol import FastworkerError, StorageError
 
+from .. import health
 from .settings import dataclass_from
 
 if TYPE_CHECKING:
@@ -152,7 +153,8 @@ async def run_control_plane(options: argparse.Namespace) -> int:
     plane = ControlPlane(registry, settings)
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
     try:
-        return await _serve_until_signalled(_WithDashboard(plane, options))
+        with health.serving(options.health_host, options.health_port, plane.readiness):
+            return await _serve_until_signalled(_WithDashboard(plane, options))
     except StorageError as exc:
         # At start only: later, a write the journal refuses refuses its submissions.
         print(f"fastworker: {exc}", file=sys.stderr)
@@ -172,4 +174,5 @@ async def run_subworker(options: argparse.Namespace) -> int:
         registry, dataclass_from(SubworkerSettings, vars(options), tls=tls_options(options))
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(worker, lambda: worker.refused)
+    with health.serving(options.health_host, options.health_port, worker.readiness):
+        return await _serve_until_signalled(worker, lambda: worker.refused)

@@ -39,6 +39,7 @@ from fastworker.protocol import (
     ConfigurationError,
 )
 
+from ..health import DEFAULT_HEALTH_HOST
 from ..journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
 
 __all__ = [
@@ -76,6 +77,22 @@ RELOAD = Setting(
     "for development: run in a child process and restart it when a Python file under the "
     "working directory changes (needs the `reload` extra: watchfiles)",
     kind="switch",
+)
+
+HEALTH_SETTINGS = (
+    Setting(
+        "health_host",
+        "where `--health-port` listens",
+        default=DEFAULT_HEALTH_HOST,
+    ),
+    Setting(
+        "health_port",
+        "serve `GET /healthz` (the process is alive) and `GET /readyz` (it is ready) over "
+        "plain HTTP on this port, for probes ([operations](operations.md#health-checks)); "
+        "0 picks a free one",
+        non_negative_int,
+        shown_default="off",
+    ),
 )
 
 CONTROL_PLANE = Command(
@@ -243,6 +260,7 @@ CONTROL_PLANE = Command(
             "listen beyond loopback without a shared secret (only on a network you trust)",
             kind="switch",
         ),
+        *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
     ),
@@ -274,6 +292,7 @@ SUBWORKER = Command(
         ),
         AUTH_TOKEN.with_help("the control plane's shared secret, or its `--worker-token`"),
         *TLS_PEER_SETTINGS,
+        *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
     ),
