@@ -3,7 +3,8 @@
 Every flag can also be set through the environment as ``FASTWORKER_<FLAG>`` (dashes
 become underscores: ``--task-modules`` is ``FASTWORKER_TASK_MODULES``); a flag on the
 command line wins. Exit codes: 0 success, 1 the task failed, 2 usage or configuration
-error, 3 the control plane could not be reached, 4 the control plane refused.
+error, 3 the control plane could not be reached, 4 the control plane refused, 5 a
+subworker drained past --max-tasks-per-child or --max-memory-per-child (start it again).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from fastworker.protocol import (
 
 from ._version import __version__
 from .journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
+from .supervised import take_supervisor_fd
+from .supervisor import processes_flag, supervise
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
@@ -422,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to let running tasks finish on SIGTERM before handing them back",
     )
     sw.add_argument(
+        "--processes",
+        type=processes_flag,
+        default=1,
+        help="subworker processes to run, or auto for one per CPU; past 1 this process "
+        "supervises them, as ID.1 to ID.N (default: %(default)s)",
+    )
+    sw.add_argument(
+        "--max-tasks-per-child",
+        type=_positive_int,
+        help="drain and exit with code 5, to be started again, after this many tasks",
+    )
+    sw.add_argument(
+        "--max-memory-per-child",
+        type=_positive_int,
+        metavar="MB",
+        help="drain and exit with code 5, to be started again, when resident memory "
+        "exceeds this many MiB after a task",
+    )
+    sw.add_argument(
         "--base-address",
         help="accepted for compatibility and ignored: subworkers connect out to the control "
         "plane and listen on nothing",
@@ -557,9 +579,12 @@ class _Service(Protocol):
 
 
 async def _serve_until_signalled(
-    service: _Service, refused: Callable[[], asyncio.Future[Any] | None] = lambda: None
+    service: _Service,
+    refused: Callable[[], asyncio.Future[Any] | None] = lambda: None,
+    ends_itself: Callable[[], asyncio.Future[int] | None] = lambda: None,
 ) -> int:
-    """Run until SIGTERM or SIGINT, stop, and return the exit code.
+    """Run until SIGTERM or SIGINT, or until the service ends itself with an exit code,
+    stop, and return the exit code.
 
     A sync task still running in a thread cannot be interrupted. Its work was handed back
     (subworker) or goes with the in-memory queue (control plane), so the process exits
@@ -574,6 +599,9 @@ async def _serve_until_signalled(
     refusal = refused()
     if refusal is not None:
         waits.add(refusal)
+    ending = ends_itself()
+    if ending is not None:
+        waits.add(ending)
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
     await service.stop()
@@ -581,11 +609,12 @@ async def _serve_until_signalled(
         error = refusal.result()
         print(f"fastworker: refused by the control plane: {error.message}", file=sys.stderr)
         return EXIT_REFUSED
+    code = ending.result() if ending is not None and ending.done() else EXIT_OK
     if service.threads_busy:
         log.warning("exiting with %d sync tasks still running in threads", service.threads_busy)
         logging.shutdown()
-        os._exit(EXIT_OK)  # skip the interpreter's join of the pool threads
-    return EXIT_OK
+        os._exit(code)  # skip the interpreter's join of the pool threads
+    return code
 
 
 def _tune_garbage_collector() -> None:
@@ -696,6 +725,8 @@ async def _subworker(options: argparse.Namespace) -> int:
             options.control_plane_address,
         )
     registry = _load_tasks(options.task_modules)
+    if options.processes > 1:
+        return await supervise(options)
     worker = Subworker(
         registry,
         SubworkerSettings(
@@ -705,10 +736,15 @@ async def _subworker(options: argparse.Namespace) -> int:
             drain_timeout=options.drain_timeout,
             auth_token=options.auth_token,
             tls=_tls_options(options),
+            max_tasks_per_child=options.max_tasks_per_child,
+            max_memory_per_child=options.max_memory_per_child,
+            supervisor_fd=take_supervisor_fd(),
         ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    return await _serve_until_signalled(worker, lambda: worker.refused)
+    return await _serve_until_signalled(
+        worker, lambda: worker.refused, lambda: worker.exit_requested
+    )
 
 
 def _client(options: argparse.Namespace) -> Client:
