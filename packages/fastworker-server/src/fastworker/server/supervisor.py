@@ -270,7 +270,9 @@ class Supervisor:
         hurry = asyncio.ensure_future(self._hurry.wait())
         if waits:
             await asyncio.wait(
-                [asyncio.gather(*waits), hurry], timeout=self._drain_timeout + STOP_MARGIN
+                [asyncio.gather(*waits), hurry],
+                timeout=self._drain_timeout + STOP_MARGIN,
+                return_when=asyncio.FIRST_COMPLETED,
             )
         hurry.cancel()
         for slot in self._slots:
