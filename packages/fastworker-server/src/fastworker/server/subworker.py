@@ -254,6 +254,7 @@ class Subworker:
         ending = self.exit_requested
         if ending is not None and not ending.done():
             log.info("subworker %s stopping: %s", self.settings.worker_id, why)
+            self._draining = True  # hand back what is dispatched before stop() runs
             ending.set_result(code)
 
     def _send_outcomes(self) -> None:
