@@ -46,13 +46,7 @@ NO_CONFIG = Path("/nonexistent/fastworker-examples")
 # subworker's supervisor (--processes and its recycling limits). Accepted here until
 # `command_flags()` lists them; then delete them from this set
 # (test_pending_flags_are_still_pending says which). Each takes a value.
-PENDING_FLAGS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("subworker", "--processes"),
-        ("subworker", "--max-tasks-per-child"),
-        ("subworker", "--max-memory-per-child"),
-    }
-)
+PENDING_FLAGS: frozenset[tuple[str, str]] = frozenset()
 
 ENV_VARIABLE = re.compile(r"\bFASTWORKER_[A-Z0-9_]*[A-Z0-9]\b")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -111,12 +105,16 @@ def _dashboard_reads(variable: str) -> bool:
     return _parse(DASHBOARD, [], {}) != _parse(DASHBOARD, [], {variable: "1234"})
 
 
+def _placeholder_secret(_flag: str, path: str) -> str:
+    return f"<{path}>"
+
+
 def _parse(command: str, args: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
     """What the program makes of a command line under exactly this environment, with no
     configuration file; a secret's file is not read (it exists only where deployed)."""
     with (
         _environment(env),
-        mock.patch("fastworker.client.config.read_secret", lambda _flag, path: f"<{path}>"),
+        mock.patch("fastworker.client.config.read_secret", _placeholder_secret),
     ):
         if command == DASHBOARD:
             from fastworker.dashboard.cli import parse_command_line

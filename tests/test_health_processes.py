@@ -172,3 +172,16 @@ async def test_the_dashboard_healthz_follows_its_control_plane(processes: Proces
     body = await _wait_for(url + "healthz", 503)
     assert body["control_plane"] == "down"
     assert body["address"] == address  # served on loopback without a token: the detail too
+
+
+async def test_a_supervisor_answers_the_probes_for_its_children(processes: Processes) -> None:
+    address = processes.address()
+    processes.control_plane(address, "--no-local-execution")
+    # In the environment, which the children inherit: still only the supervisor serves.
+    processes.subworker(address, "fast-1", "--processes", "2", env={"FASTWORKER_HEALTH_PORT": "0"})
+    url = await _health_url(processes, "subworker-fast-1")
+    assert (await _wait_for(url + "/readyz", 200))["status"] == "ok"
+    status, _body = await asyncio.to_thread(_get, url + "/healthz")
+    assert status == 200
+    # The children write to the same log: one port, the supervisor's.
+    assert processes.log("subworker-fast-1").count("health checks on") == 1

@@ -202,5 +202,5 @@ def test_setting_names_include_the_file_twins_of_secrets() -> None:
 
 
 def test_every_exit_code_has_a_meaning() -> None:
-    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4]
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5]
     assert all(code.meaning for code in ExitCode)

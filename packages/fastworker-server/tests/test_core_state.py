@@ -364,6 +364,25 @@ def test_a_second_worker_with_a_connected_id_is_refused() -> None:
     assert h.core.workers["a"].peer_id == A.id
 
 
+@pytest.mark.parametrize("how", ["disconnected", "said goodbye"])
+def test_a_replacement_with_the_id_of_a_gone_worker_registers_at_once(how: str) -> None:
+    # A supervisor's replacement child keeps its slot's id and dials on a new connection.
+    h = Harness()
+    h.worker(A, "a")
+    (task_id,) = h.submit("add")
+    assert h.dispatched(A) == [task_id]
+    if how == "disconnected":
+        h.core.disconnected(A.id, h.now)
+    else:
+        h.send(A, m.HandBack(task_ids=[task_id]), m.Goodbye(reason="recycling"))
+    replacement = Conn(30, "worker-a-again")
+    h.worker(replacement, "a")
+    assert h.core.workers["a"].peer_id == replacement.id
+    assert h.dispatched(replacement) == [task_id]
+    h.done(replacement, task_id)
+    assert h.status(task_id).status is TaskStatus.SUCCEEDED
+
+
 # --- submission ---------------------------------------------------------------------------
 
 

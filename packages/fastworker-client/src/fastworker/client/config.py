@@ -66,39 +66,32 @@ _FALSE = ("0", "false", "no", "off")
 
 
 class ExitCode(enum.IntEnum):
-    """What the exit status of every fastworker command means."""
+    """What the exit status of every fastworker command means (``meaning`` says it)."""
 
-    meaning: str
+    OK = 0
+    TASK_FAILED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    REFUSED = 4
+    RECYCLE = 5
 
-    def __new__(cls, value: int, meaning: str) -> ExitCode:
-        code = int.__new__(cls, value)
-        code._value_ = value
-        code.meaning = meaning
-        return code
+    @property
+    def meaning(self) -> str:
+        return _EXIT_MEANINGS[self]
 
-    OK = 0, "success; for a server process, stopped by SIGTERM or SIGINT"
-    TASK_FAILED = 1, "the task failed (`submit --wait`), or another fastworker error"
-    USAGE = (
-        2,
-        (
-            "usage or configuration error: a bad flag, variable, file entry or value, a task "
-            "module that does not import, an address that cannot be used"
-        ),
-    )
-    UNREACHABLE = (
-        3,
-        (
-            "the control plane could not be reached: nothing listening, no answer within "
-            "`--request-timeout`, a failed TLS handshake"
-        ),
-    )
-    REFUSED = (
-        4,
-        (
-            "the control plane refused: unknown task, invalid arguments, full queue, wrong "
-            "secret; `cancel` of a task that was not queued"
-        ),
-    )
+
+_EXIT_MEANINGS = {
+    ExitCode.OK: "success; for a server process, stopped by SIGTERM or SIGINT",
+    ExitCode.TASK_FAILED: "the task failed (`submit --wait`), or another fastworker error",
+    ExitCode.USAGE: "usage or configuration error: a bad flag, variable, file entry or "
+    "value, a task module that does not import, an address that cannot be used",
+    ExitCode.UNREACHABLE: "the control plane could not be reached: nothing listening, no "
+    "answer within `--request-timeout`, a failed TLS handshake",
+    ExitCode.REFUSED: "the control plane refused: unknown task, invalid arguments, full "
+    "queue, wrong secret; `cancel` of a task that was not queued",
+    ExitCode.RECYCLE: "a supervised subworker drained past `--max-tasks-per-child` or "
+    "`--max-memory-per-child`: its supervisor starts it again at once",
+}
 
 
 # --- text to values ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from fastworker.protocol import messages as m
 
 from ._version import __version__
 from .runner import Run, TaskRunner
+from .supervised import EXIT_RECYCLE, RecycleLimits, SupervisorLink
 
 __all__ = ["Subworker", "SubworkerSettings"]
 
@@ -56,6 +57,14 @@ class SubworkerSettings:
     tls: TLSOptions | None = None
     """For a ``tls+tcp://`` control plane: the authority its certificate chains to, and
     this subworker's certificate for mutual TLS (by default from ``FASTWORKER_TLS_*``)."""
+    max_tasks_per_child: int | None = None
+    """Tasks finished after which the subworker drains and exits with EXIT_RECYCLE."""
+    max_memory_per_child: int | None = None
+    """Resident MiB past which, after a task, the subworker drains and exits with
+    EXIT_RECYCLE."""
+    supervisor_fd: int | None = None
+    """The socket a ``--processes N`` supervisor passed its child (no flag: the
+    supervisor sets it)."""
 
 
 class Subworker:
@@ -87,11 +96,24 @@ class Subworker:
         """Set when the control plane refuses this subworker (for example a duplicate id)."""
         self._heartbeats: asyncio.Task[None] | None = None
         self._connect_log = LogLimiter(log, interval=10.0)
+        self._limits = RecycleLimits(settings.max_tasks_per_child, settings.max_memory_per_child)
+        self._tasks_done = 0
+        self._supervisor: SupervisorLink | None = None
+        self.exit_requested: asyncio.Future[int] | None = None
+        """Set when the subworker decides to end itself, to the exit code for after its
+        drain: EXIT_RECYCLE past a limit, 0 when its supervisor is gone."""
 
     async def start(self) -> None:
         """Start dialing the control plane; returns at once."""
         loop = asyncio.get_running_loop()
         self.refused = loop.create_future()
+        self.exit_requested = loop.create_future()
+        if self.settings.supervisor_fd is not None:
+            self._supervisor = SupervisorLink(
+                self.settings.supervisor_fd,
+                loop,
+                on_gone=lambda: self._end_itself(0, "its supervisor is gone"),
+            )
         self._runner = TaskRunner(
             self.registry,
             worker_id=self.settings.worker_id,
@@ -163,6 +185,8 @@ class Subworker:
             dialer.close()
         if self._runner is not None:
             self._runner.close()
+        if self._supervisor is not None:
+            self._supervisor.close()
 
     @property
     def threads_busy(self) -> int:
@@ -204,6 +228,8 @@ class Subworker:
                 self._lease_timeout = message.lease_timeout
                 self._welcomed.set()
                 log.info("registered with control plane %s", message.control_plane_id)
+                if self._supervisor is not None and not self._draining:
+                    self._supervisor.ready()
             case m.ErrorReply(request_id=request_id, error=error) if (
                 request_id == _HELLO_REQUEST_ID
             ):
@@ -230,6 +256,18 @@ class Subworker:
         if not self._outcomes:
             asyncio.get_running_loop().call_soon(self._send_outcomes)
         self._outcomes.append(outcome)
+        self._tasks_done += 1
+        if self._limits.any:
+            reason = self._limits.reached(self._tasks_done)
+            if reason is not None:
+                self._end_itself(EXIT_RECYCLE, reason)
+
+    def _end_itself(self, code: int, why: str) -> None:
+        ending = self.exit_requested
+        if ending is not None and not ending.done():
+            log.info("subworker %s stopping: %s", self.settings.worker_id, why)
+            self._draining = True  # hand back what is dispatched before stop() runs
+            ending.set_result(code)
 
     def _send_outcomes(self) -> None:
         outcomes, self._outcomes = self._outcomes, []

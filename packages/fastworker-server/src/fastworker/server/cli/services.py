@@ -18,6 +18,8 @@ from fastworker.client.tls import TLSOptions
 from fastworker.protocol import FastworkerError, StorageError
 
 from .. import health
+from ..supervised import take_supervisor_fd
+from ..supervisor import supervise
 from .settings import dataclass_from
 
 if TYPE_CHECKING:
@@ -53,9 +55,12 @@ class _Service(Protocol):
 
 
 async def _serve_until_signalled(
-    service: _Service, refused: Callable[[], asyncio.Future[Any] | None] = lambda: None
+    service: _Service,
+    refused: Callable[[], asyncio.Future[Any] | None] = lambda: None,
+    ends_itself: Callable[[], asyncio.Future[int] | None] = lambda: None,
 ) -> int:
-    """Run until SIGTERM or SIGINT, stop, and return the exit code.
+    """Run until SIGTERM or SIGINT, or until the service ends itself with an exit code,
+    stop, and return the exit code.
 
     A sync task still running in a thread cannot be interrupted. Its work was handed back
     (subworker) or stays in the journal (control plane), so the process exits without
@@ -70,6 +75,9 @@ async def _serve_until_signalled(
     refusal = refused()
     if refusal is not None:
         waits.add(refusal)
+    ending = ends_itself()
+    if ending is not None:
+        waits.add(ending)
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
     await service.stop()
@@ -77,11 +85,12 @@ async def _serve_until_signalled(
         error = refusal.result()
         print(f"fastworker: refused by the control plane: {error.message}", file=sys.stderr)
         return ExitCode.REFUSED
+    code = ending.result() if ending is not None and ending.done() else ExitCode.OK
     if service.threads_busy:
         log.warning("exiting with %d sync tasks still running in threads", service.threads_busy)
         logging.shutdown()
-        os._exit(ExitCode.OK)  # skip the interpreter's join of the pool threads
-    return ExitCode.OK
+        os._exit(code)  # skip the interpreter's join of the pool threads
+    return code
 
 
 def _tune_garbage_collector() -> None:
@@ -170,9 +179,19 @@ async def run_subworker(options: argparse.Namespace) -> int:
             options.control_plane_address,
         )
     registry = _load_tasks(options.task_modules)
+    if options.processes > 1:
+        # The supervisor answers the probes; its children inherit no health port.
+        return await supervise(options)
+    supervisor_fd = take_supervisor_fd()
     worker = Subworker(
-        registry, dataclass_from(SubworkerSettings, vars(options), tls=tls_options(options))
+        registry,
+        dataclass_from(
+            SubworkerSettings, vars(options), tls=tls_options(options), supervisor_fd=supervisor_fd
+        ),
     )
     log.info("subworker %s: tasks %s", options.worker_id, ", ".join(registry.names()) or "none")
-    with health.serving(options.health_host, options.health_port, worker.readiness):
-        return await _serve_until_signalled(worker, lambda: worker.refused)
+    health_port = None if supervisor_fd is not None else options.health_port
+    with health.serving(options.health_host, health_port, worker.readiness):
+        return await _serve_until_signalled(
+            worker, lambda: worker.refused, lambda: worker.exit_requested
+        )

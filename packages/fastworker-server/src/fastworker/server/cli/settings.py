@@ -41,6 +41,7 @@ from fastworker.protocol import (
 
 from ..health import DEFAULT_HEALTH_HOST
 from ..journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
+from ..supervisor import processes_flag
 
 __all__ = [
     "CLIENT",
@@ -289,6 +290,28 @@ SUBWORKER = Command(
             "base_address",
             "accepted for compatibility with FastWorker 0.3 and ignored: subworkers connect "
             "out to the control plane and listen on nothing",
+        ),
+        Setting(
+            "processes",
+            "subworker processes to run, or `auto` for one per CPU; past 1 this process "
+            "supervises them, as ID.1 to ID.N, restarting one that dies "
+            "([operations](operations.md#supervised-processes))",
+            processes_flag,
+            1,
+        ),
+        Setting(
+            "max_tasks_per_child",
+            "with a supervisor: a child drains and is replaced after this many tasks",
+            positive_int,
+            shown_default="no limit",
+        ),
+        Setting(
+            "max_memory_per_child",
+            "with a supervisor: a child drains and is replaced when its resident memory "
+            "exceeds this many MiB after a task",
+            positive_int,
+            shown_default="no limit",
+            metavar="MB",
         ),
         AUTH_TOKEN.with_help("the control plane's shared secret, or its `--worker-token`"),
         *TLS_PEER_SETTINGS,
