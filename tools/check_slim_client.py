@@ -16,6 +16,7 @@ FORBIDDEN = (
     "uvicorn",
     "jinja2",
     "starlette",
+    "opentelemetry",
     "fastworker.server",
     "fastworker.dashboard",
 )

@@ -36,6 +36,7 @@ from fastworker.protocol import (
 )
 
 from ._secrets import read_secret
+from .hooks import TRACING_MODES
 
 __all__ = [
     "ADDRESS",
@@ -48,6 +49,7 @@ __all__ = [
     "LOG_LEVEL",
     "REQUEST_TIMEOUT",
     "TLS_PEER_SETTINGS",
+    "TRACING",
     "Command",
     "ExitCode",
     "Setting",
@@ -554,6 +556,13 @@ LOG_LEVEL = Setting(
     "how much to log: debug, info, warning or error",
     default="info",
     choices=("debug", "info", "warning", "error"),
+)
+TRACING = Setting(
+    "tracing",
+    "OpenTelemetry traces: `auto` when opentelemetry-api is installed, `on` (it must be) "
+    "or `off` ([observability](observability.md#traces))",
+    default="auto",
+    choices=TRACING_MODES,
 )
 DASHBOARD_HOST = Setting(
     "dashboard_host",

@@ -20,6 +20,7 @@ import socket
 import time
 
 from fastworker.client._limiter import LogLimiter
+from fastworker.client.hooks import Dispatched, Hook, active_hooks, call_hooks
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     PROTOCOL_VERSION,
@@ -286,6 +287,9 @@ class ControlPlane:
     def _carry_out(self) -> None:
         """Do what the core asked for: send, start local runs, drop connections."""
         core = self.core
+        hooks = active_hooks()
+        if hooks:
+            self._dispatched(hooks)
         # The lists are the core's own (shared inside it): emptied, never replaced.
         # Nothing below calls back into the core before it returns.
         if core.sends:
@@ -319,6 +323,32 @@ class ControlPlane:
                 if peer is not None:
                     peer.close_after_sending()
             core.refused.clear()
+
+    def _dispatched(self, hooks: tuple[Hook, ...]) -> None:
+        """Tell the hooks of every task this turn handed to a worker, or to itself."""
+        core = self.core
+        assignments = [
+            assignment
+            for _peer, message in core.sends
+            if isinstance(message, m.Dispatch)
+            for assignment in message.tasks
+        ]
+        assignments += core.local_starts
+        for assignment in assignments:
+            task = core.admission.lookup(assignment.task_id)
+            if task is None or task.started_at is None:
+                continue
+            dispatched = Dispatched(
+                name=task.name,
+                task_id=task.task_id,
+                priority=task.priority,
+                attempt=assignment.attempt,
+                worker_id=task.worker_id,
+                headers=task.headers,
+                queued_at=task.queued_at,
+                dispatched_at=task.started_at,
+            )
+            call_hooks(hooks, "dispatched", dispatched)
 
     def _peer(self, peer_id: int | None) -> Peer | None:
         if peer_id is None or self._listener is None:

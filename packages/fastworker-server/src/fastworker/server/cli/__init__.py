@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fastworker.client.config import Command, ExitCode, setting_names
+from fastworker.client.hooks import install_tracing
 from fastworker.protocol import (
     PROTOCOL_VERSION,
     ConfigurationError,
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command, _settings = _BY_NAME[options.command]
     try:
+        install_tracing(options.tracing)
         if getattr(options, "reload", False):
             from .reload import run_with_reload
 

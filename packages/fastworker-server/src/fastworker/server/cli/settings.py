@@ -17,6 +17,7 @@ from fastworker.client.config import (
     DASHBOARD_TOKEN,
     LOG_LEVEL,
     TLS_PEER_SETTINGS,
+    TRACING,
     Command,
     Setting,
     lines,
@@ -264,6 +265,7 @@ CONTROL_PLANE = Command(
         *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        TRACING,
     ),
 )
 
@@ -318,6 +320,7 @@ SUBWORKER = Command(
         *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        TRACING,
     ),
 )
 
@@ -327,7 +330,7 @@ CLIENT = Command(
         setting.with_help("the control plane's shared secret, or its `--client-token`")
         if setting is AUTH_TOKEN
         else setting
-        for setting in CLIENT_SETTINGS
+        for setting in (*CLIENT_SETTINGS, TRACING)
     ),
 )
 """What every command that talks to a control plane reads: ``submit``, ``list``, ..."""

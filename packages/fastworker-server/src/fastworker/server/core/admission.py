@@ -110,6 +110,7 @@ class Admission:
                 queued_at=wall,
                 idempotency_key=request.idempotency_key,
                 retry=request.retry if request.retry is not None else self._own_retry(request.name),
+                headers=request.headers,
             )
             if request.notify:
                 task.watchers.add(peer_id)
@@ -288,4 +289,5 @@ def _again(task: TaskState | None) -> m.TaskRequest:
         timeout=task.timeout,
         retry=task.retry,
         notify=False,
+        headers=task.headers,
     )

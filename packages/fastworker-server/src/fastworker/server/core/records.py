@@ -88,6 +88,8 @@ class TaskState:
     """The periodic task's schedule it is a run of."""
     fire_time: float | None = None
     """For a run of a schedule: the time it was due (Unix)."""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
+    """The submission's headers (trace context), passed on to every attempt."""
 
     @property
     def retries_left(self) -> bool:
