@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
@@ -18,7 +19,7 @@ from types import FrameType
 
 from bench import workloads
 from bench.metrics import Measurement, Target
-from bench.processes import IN_MEMORY, BenchError, Cluster, ClusterSpec, Launcher
+from bench.processes import IN_MEMORY, TRACED, BenchError, Cluster, ClusterSpec, Launcher
 from bench.report import Machine, render, to_json
 
 __all__ = [
@@ -137,6 +138,8 @@ def plan(sizes: Sizes) -> list[Stage]:
     w2_local = dataclasses.replace(w2, targets={})
     # The same without the journal: its targets are on the difference (journal_costs).
     w2_memory = dataclasses.replace(w2, targets={})
+    # Tracing has no target of its own: its cost against the same run without is reported.
+    w2_traced = dataclasses.replace(w2, targets={})
     # TLS has no target of its own: its ratio to tcp is reported (tls_costs).
     w2_tls = dataclasses.replace(w2, targets={})
     fan_out = ClusterSpec("tcp", subworkers=2, concurrency=1)
@@ -187,6 +190,7 @@ def plan(sizes: Sizes) -> list[Stage]:
             ClusterSpec("tcp", subworkers=1, concurrency=slots, journal_sync="full"),
             (w1(), w2_memory),
         ),
+        Stage(ClusterSpec("tcp", subworkers=1, concurrency=slots, tracing=True), (w1(), w2_traced)),
         Stage(ClusterSpec("tcp", subworkers=2, concurrency=slots), (w1(),)),
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(targets=W1_TARGETS), w2)),
         Stage(ClusterSpec("tls", subworkers=1, concurrency=slots), (w1(), w2_tls)),
@@ -229,7 +233,7 @@ async def run_plan(
                 for measurement in _with_targets(results, job.targets):
                     progress(measurement)
                     measured.append(measurement)
-    for cost in [*journal_costs(measured), *tls_costs(measured)]:
+    for cost in [*journal_costs(measured), *tracing_costs(measured), *tls_costs(measured)]:
         progress(cost)
         measured.append(cost)
     return sorted(measured, key=lambda m: WORKLOADS.index(m.workload))
@@ -257,6 +261,27 @@ def journal_costs(measured: Sequence[Measurement]) -> list[Measurement]:
         elif memory.workload == "W2" and memory.metric == "p50 of run()":
             added = journaled.value - memory.value
             costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=JOURNAL_LATENCY))
+    return costs
+
+
+def tracing_costs(measured: Sequence[Measurement]) -> list[Measurement]:
+    """What tracing costs, from each W1 or W2 run with every span recorded and its twin
+    without (the same setup otherwise): W1's throughput ratio, W2's added p50."""
+    by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
+    costs: list[Measurement] = []
+    for traced in measured:
+        if TRACED not in traced.setup:
+            continue
+        plain = by_setup.get((traced.workload, traced.setup.replace(TRACED, ""), traced.metric))
+        if plain is None:
+            continue
+        setup = traced.setup.replace(TRACED, ": tracing on against off")
+        if traced.workload == "W1" and traced.metric == "throughput":
+            ratio = traced.value / plain.value
+            costs.append(Measurement("W1", setup, "throughput ratio", "x", ratio))
+        elif traced.workload == "W2" and traced.metric == "p50 of run()":
+            added = traced.value - plain.value
+            costs.append(Measurement("W2", setup, "p50 added", "ms", added))
     return costs
 
 
@@ -334,6 +359,8 @@ def _progress(m: Measurement) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; returns the exit code (0 also when targets are missed)."""
     options = build_parser().parse_args(argv)
+    # The suite's own clients trace only in the traced runs (processes._client_tracing).
+    os.environ["FASTWORKER_TRACING"] = "off"
     sizes = QUICK if options.quick else FULL
     mode = "quick" if options.quick else "full"
     run_dir = Path(tempfile.mkdtemp(prefix="fastworker-bench-"))
