@@ -242,46 +242,50 @@ async def run_plan(
 def journal_costs(measured: Sequence[Measurement]) -> list[Measurement]:
     """What the journal costs, from each W1 or W2 run in memory and its twin with the
     journal (the same setup otherwise): W1's throughput ratio, W2's added p50."""
-    by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
-    costs: list[Measurement] = []
-    for memory in measured:
-        if IN_MEMORY not in memory.setup:
-            continue
-        journaled = by_setup.get(
-            (memory.workload, memory.setup.replace(IN_MEMORY, ""), memory.metric)
-        )
-        if journaled is None:
-            continue
-        setup = memory.setup.replace(IN_MEMORY, ": journal against in memory")
-        if memory.workload == "W1" and memory.metric == "throughput":
-            ratio = journaled.value / memory.value
-            costs.append(
-                Measurement("W1", setup, "throughput ratio", "x", ratio, target=JOURNAL_THROUGHPUT)
-            )
-        elif memory.workload == "W2" and memory.metric == "p50 of run()":
-            added = journaled.value - memory.value
-            costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=JOURNAL_LATENCY))
-    return costs
+    return _twin_costs(
+        measured,
+        IN_MEMORY,
+        ": journal against in memory",
+        marked_is_with=False,
+        targets=(JOURNAL_THROUGHPUT, JOURNAL_LATENCY),
+    )
 
 
 def tracing_costs(measured: Sequence[Measurement]) -> list[Measurement]:
     """What tracing costs, from each W1 or W2 run with every span recorded and its twin
     without (the same setup otherwise): W1's throughput ratio, W2's added p50."""
+    return _twin_costs(measured, TRACED, ": tracing on against off", marked_is_with=True)
+
+
+def _twin_costs(
+    measured: Sequence[Measurement],
+    marker: str,
+    label: str,
+    *,
+    marked_is_with: bool,
+    targets: tuple[Target | None, Target | None] = (None, None),
+) -> list[Measurement]:
+    """The cost of what ``marker`` in a setup label marks (or, ``marked_is_with`` false,
+    of what it marks as absent), from each W1 or W2 run and its twin without the marker:
+    W1's throughput with against without, and the p50 W2 adds with it."""
     by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
     costs: list[Measurement] = []
-    for traced in measured:
-        if TRACED not in traced.setup:
+    for marked in measured:
+        if marker not in marked.setup:
             continue
-        plain = by_setup.get((traced.workload, traced.setup.replace(TRACED, ""), traced.metric))
-        if plain is None:
+        twin = by_setup.get((marked.workload, marked.setup.replace(marker, ""), marked.metric))
+        if twin is None:
             continue
-        setup = traced.setup.replace(TRACED, ": tracing on against off")
-        if traced.workload == "W1" and traced.metric == "throughput":
-            ratio = traced.value / plain.value
-            costs.append(Measurement("W1", setup, "throughput ratio", "x", ratio))
-        elif traced.workload == "W2" and traced.metric == "p50 of run()":
-            added = traced.value - plain.value
-            costs.append(Measurement("W2", setup, "p50 added", "ms", added))
+        with_, without = (marked, twin) if marked_is_with else (twin, marked)
+        setup = marked.setup.replace(marker, label)
+        if marked.workload == "W1" and marked.metric == "throughput":
+            ratio = with_.value / without.value
+            costs.append(
+                Measurement("W1", setup, "throughput ratio", "x", ratio, target=targets[0])
+            )
+        elif marked.workload == "W2" and marked.metric == "p50 of run()":
+            added = with_.value - without.value
+            costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=targets[1]))
     return costs
 
 

@@ -99,14 +99,7 @@ class TracingHook(Hook):
             context=parent,
             kind=SpanKind.INTERNAL,
             start_time=_nanoseconds(dispatched.queued_at),
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.destination.name": dispatched.name,
-                "messaging.message.id": dispatched.task_id,
-                "fastworker.task.priority": dispatched.priority.name,
-                "fastworker.task.attempt": dispatched.attempt,
-                "fastworker.worker.id": dispatched.worker_id,
-            },
+            attributes=_attributes(dispatched, None),
         )
         span.end(end_time=_nanoseconds(dispatched.dispatched_at))
 
@@ -118,16 +111,7 @@ class TracingHook(Hook):
             f"process {run.name}",
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.operation.name": "process",
-                "messaging.destination.name": run.name,
-                "messaging.message.id": run.task_id,
-                "fastworker.task.priority": run.priority.name,
-                "fastworker.task.attempt": run.attempt,
-                "fastworker.worker.id": run.worker_id,
-            },
+            attributes=_attributes(run, "process"),
         )
         run.state[_SPAN] = span
         run.state[_TOKEN] = context.attach(trace.set_span_in_context(span, parent))
@@ -147,6 +131,21 @@ class TracingHook(Hook):
             why = run.status.value if error is None else f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, why))
         span.end()
+
+
+def _attributes(task: Dispatched | TaskRun, operation: str | None) -> dict[str, str | int]:
+    """The attributes of a span of one attempt: a ``process`` or the queue wait (no
+    messaging operation: waiting in a queue is none)."""
+    attributes: dict[str, str | int] = {"messaging.system": SYSTEM}
+    if operation is not None:
+        attributes["messaging.operation.type"] = operation
+        attributes["messaging.operation.name"] = operation
+    attributes["messaging.destination.name"] = task.name
+    attributes["messaging.message.id"] = task.task_id
+    attributes["fastworker.task.priority"] = task.priority.name
+    attributes["fastworker.task.attempt"] = task.attempt
+    attributes["fastworker.worker.id"] = task.worker_id
+    return attributes
 
 
 def _nanoseconds(seconds: float) -> int:
