@@ -35,6 +35,7 @@ from ._version import __version__
 from .core import LOCAL_WORKER_ID, ControlPlaneCore, error_info
 from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
+from .task_logs import log_failure
 from .settings import ControlPlaneSettings
 from .sqlite_journal import ignore_file_size_signal
 
@@ -218,7 +219,9 @@ class ControlPlane:
         self._end_turn_soon()
 
     def _local_run_done(self, outcome: m.TaskOutcome) -> None:
-        self._local_runs.pop(outcome.task_id, None)
+        run = self._local_runs.pop(outcome.task_id, None)
+        if run is not None:
+            log_failure(log, run.assignment, outcome)
         self.core.local_done(outcome, time.monotonic())
         self._end_turn_soon()
 

@@ -34,6 +34,7 @@ from fastworker.protocol import messages as m
 
 from ._version import __version__
 from .runner import Run, TaskRunner
+from .task_logs import log_failure
 from .supervised import EXIT_RECYCLE, RecycleLimits, SupervisorLink
 
 __all__ = ["Subworker", "SubworkerSettings"]
@@ -250,7 +251,9 @@ class Subworker:
         self._running[assignment.task_id] = self._runner.start(assignment, self._finished)
 
     def _finished(self, outcome: m.TaskOutcome) -> None:
-        self._running.pop(outcome.task_id, None)
+        run = self._running.pop(outcome.task_id, None)
+        if run is not None:
+            log_failure(log, run.assignment, outcome)
         if not self._running:
             self._idle.set()
         if not self._outcomes:

@@ -46,6 +46,7 @@ _FORWARDED = (
     "tls_key",
     "tls_server_name",
     "log_level",
+    "log_format",
     "max_tasks_per_child",
     "max_memory_per_child",
 )

@@ -15,6 +15,7 @@ from fastworker.client.config import (
     DASHBOARD_HOST,
     DASHBOARD_PORT,
     DASHBOARD_TOKEN,
+    LOG_FORMAT,
     LOG_LEVEL,
     TLS_PEER_SETTINGS,
     Command,
@@ -264,6 +265,7 @@ CONTROL_PLANE = Command(
         *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        LOG_FORMAT,
     ),
 )
 
@@ -318,6 +320,7 @@ SUBWORKER = Command(
         *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        LOG_FORMAT,
     ),
 )
 
