@@ -5,6 +5,7 @@ Used by the client's transport and by the control plane and subworker."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 __all__ = ["LogLimiter"]
 

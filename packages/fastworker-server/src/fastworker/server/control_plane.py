@@ -35,9 +35,9 @@ from ._version import __version__
 from .core import LOCAL_WORKER_ID, ControlPlaneCore, error_info
 from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
-from .task_logs import log_failure
 from .settings import ControlPlaneSettings
 from .sqlite_journal import ignore_file_size_signal
+from .task_logs import log_failure
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
 

@@ -34,8 +34,8 @@ from fastworker.protocol import messages as m
 
 from ._version import __version__
 from .runner import Run, TaskRunner
-from .task_logs import log_failure
 from .supervised import EXIT_RECYCLE, RecycleLimits, SupervisorLink
+from .task_logs import log_failure
 
 __all__ = ["Subworker", "SubworkerSettings"]
 
