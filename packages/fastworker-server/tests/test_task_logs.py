@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from fastworker.client._limiter import LogLimiter
 from fastworker.client.logs import JSONFormatter, TaskContextFilter
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import TaskStatus, encode_value
 from fastworker.protocol.messages import TaskAssignment, TaskOutcome
 from fastworker.server.runner import TaskRunner
-from fastworker.server.task_logs import log_failure
+from fastworker.server.task_logs import FAILURE_LOG_INTERVAL, log_failure
 
 WAIT = 10.0
 
@@ -89,8 +90,13 @@ async def test_a_task_s_own_lines_carry_its_id_name_and_worker(
 async def test_a_failed_task_is_one_warning_with_its_traceback(lines: io.StringIO) -> None:
     assignment, outcome = await _run("boom")
     assert outcome.status is TaskStatus.FAILED
-    log_failure(logging.getLogger("fw.tasks.worker"), assignment, outcome)
-    (line,) = records(lines)
+    limiter = LogLimiter(logging.getLogger("fw.tasks.worker"), interval=FAILURE_LOG_INTERVAL)
+    log_failure(limiter, assignment, outcome, now=100.0)
+    log_failure(limiter, assignment, outcome, now=100.5)  # held back: a flood is bounded
+    log_failure(limiter, assignment, outcome, now=101.0)
+    first, second = records(lines)
+    assert second["message"].endswith("(1 more like it in the last 1 s)")
+    line = first
     assert line["level"] == "warning"
     assert line["message"] == "task boom boom-1 failed: builtins.ValueError: no luck"
     assert (line["task_id"], line["task_name"], line["worker_id"]) == ("boom-1", "boom", "w-7")
@@ -99,5 +105,7 @@ async def test_a_failed_task_is_one_warning_with_its_traceback(lines: io.StringI
 
 async def test_a_task_that_succeeded_is_not_logged(lines: io.StringIO) -> None:
     assignment, outcome = await _run("resize", 1)
-    log_failure(logging.getLogger("fw.tasks.worker"), assignment, outcome)
+    log_failure(
+        LogLimiter(logging.getLogger("fw.tasks.worker"), interval=1.0), assignment, outcome, 0.0
+    )
     assert [line["message"] for line in records(lines)] == ["resizing to 1"]
