@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(exporter))
 trace.set_tracer_provider(_provider)
 tracer = trace.get_tracer("fw_traced_tasks")
+log = logging.getLogger("fw_traced_tasks")
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -62,6 +64,7 @@ atexit.register(_dump)
 
 @task
 def traced(x: int) -> int:
+    log.info("doubling %d", x)  # with --log-format json, it carries the run's trace id
     with tracer.start_as_current_span("inside"):
         return x * 2
 

@@ -62,6 +62,8 @@ async def test_one_trace_runs_from_delay_to_the_span_inside_the_task(
         "fw_traced_tasks",
         "--concurrency",
         "2",
+        "--log-format",
+        "json",
         name="subworker",
         env=env,
     )
@@ -126,6 +128,11 @@ async def test_one_trace_runs_from_delay_to_the_span_inside_the_task(
     assert process["attributes"]["fastworker.task.status"] == "succeeded"
     inside = _one(worker_spans, "inside", trace_id)
     assert inside["parent_id"] == process["span_id"]
+    # The task's own log line names the run's trace and span.
+    lines = [json.loads(line) for line in processes.log("subworker").splitlines()]
+    (logged,) = [line for line in lines if line["message"] == "doubling 21"]
+    assert (logged["trace_id"], logged["span_id"]) == (trace_id, process["span_id"])
+    assert (logged["task_id"], logged["worker_id"]) == (ids["traced"], "w1")
 
     # An async task: its own span is a child of the run's too.
     request = next(s for s in client_spans if s["name"] == "request traced_async")

@@ -46,6 +46,7 @@ __all__ = [
     "DASHBOARD_HOST",
     "DASHBOARD_PORT",
     "DASHBOARD_TOKEN",
+    "LOG_FORMAT",
     "LOG_LEVEL",
     "REQUEST_TIMEOUT",
     "TLS_PEER_SETTINGS",
@@ -564,6 +565,14 @@ TRACING = Setting(
     default="auto",
     choices=TRACING_MODES,
 )
+LOG_FORMAT = Setting(
+    "log_format",
+    "how log lines look on stderr: `text` for people, `json` for one JSON object a line "
+    "with the id, name and worker of the task it is about "
+    "([observability](observability.md#logs))",
+    default="text",
+    choices=("text", "json"),
+)
 DASHBOARD_HOST = Setting(
     "dashboard_host",
     "where the dashboard listens; beyond loopback it needs an access token",
@@ -579,7 +588,14 @@ DASHBOARD_TOKEN = Setting(
     metavar="TOKEN",
 )
 
-CLIENT_SETTINGS = (ADDRESS, REQUEST_TIMEOUT, AUTH_TOKEN, *TLS_PEER_SETTINGS, LOG_LEVEL)
+CLIENT_SETTINGS = (
+    ADDRESS,
+    REQUEST_TIMEOUT,
+    AUTH_TOKEN,
+    *TLS_PEER_SETTINGS,
+    LOG_LEVEL,
+    LOG_FORMAT,
+)
 """What every command that talks to a control plane as a client reads."""
 
 

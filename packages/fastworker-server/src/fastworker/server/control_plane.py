@@ -38,6 +38,7 @@ from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
 from .settings import ControlPlaneSettings
 from .sqlite_journal import ignore_file_size_signal
+from .task_logs import FAILURE_LOG_INTERVAL, log_failure
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
@@ -69,6 +70,7 @@ class ControlPlane:
         self.closed = asyncio.Event()
         self._frame_log = LogLimiter(log, interval=10.0)
         self._handshake_log = LogLimiter(log, interval=10.0)
+        self._failure_log = LogLimiter(log, interval=FAILURE_LOG_INTERVAL)
         self._handshakes_failed = 0
         self._stopping = False
 
@@ -219,7 +221,9 @@ class ControlPlane:
         self._end_turn_soon()
 
     def _local_run_done(self, outcome: m.TaskOutcome) -> None:
-        self._local_runs.pop(outcome.task_id, None)
+        run = self._local_runs.pop(outcome.task_id, None)
+        if run is not None:
+            log_failure(self._failure_log, run.assignment, outcome, time.monotonic())
         self.core.local_done(outcome, time.monotonic())
         self._end_turn_soon()
 

@@ -51,10 +51,21 @@ class Run:
     """One task started by :meth:`TaskRunner.start`; its outcome reaches the callback
     once, unless the run is discarded first."""
 
-    __slots__ = ("_on_done", "assignment", "async_task", "cancel_requested", "finished", "timer")
+    __slots__ = (
+        "_on_done",
+        "assignment",
+        "async_task",
+        "cancel_requested",
+        "finished",
+        "timer",
+        "worker_id",
+    )
 
-    def __init__(self, assignment: TaskAssignment, on_done: OutcomeCallback) -> None:
+    def __init__(
+        self, assignment: TaskAssignment, on_done: OutcomeCallback, worker_id: str = ""
+    ) -> None:
         self.assignment = assignment
+        self.worker_id = worker_id
         self.finished = False
         self.cancel_requested = False
         """Set by :meth:`cancel`; the task's code reads it through ``is_cancelled()``."""
@@ -130,7 +141,7 @@ class TaskRunner:
         """Start one task; ``on_done`` gets its outcome on the loop thread, never before
         this returns, whatever the task does (raising, running past its limit), unless
         the run is discarded."""
-        run = Run(assignment, on_done)
+        run = Run(assignment, on_done, self.worker_id)
         started = time.time()
         task = self.registry.get(assignment.name)
         if task is None:

@@ -47,6 +47,7 @@ _FORWARDED = (
     "tls_server_name",
     "log_level",
     "tracing",
+    "log_format",
     "max_tasks_per_child",
     "max_memory_per_child",
 )

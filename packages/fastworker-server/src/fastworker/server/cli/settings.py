@@ -15,6 +15,7 @@ from fastworker.client.config import (
     DASHBOARD_HOST,
     DASHBOARD_PORT,
     DASHBOARD_TOKEN,
+    LOG_FORMAT,
     LOG_LEVEL,
     TLS_PEER_SETTINGS,
     TRACING,
@@ -266,6 +267,7 @@ CONTROL_PLANE = Command(
         RELOAD,
         LOG_LEVEL,
         TRACING,
+        LOG_FORMAT,
     ),
 )
 
@@ -321,6 +323,7 @@ SUBWORKER = Command(
         RELOAD,
         LOG_LEVEL,
         TRACING,
+        LOG_FORMAT,
     ),
 )
 
