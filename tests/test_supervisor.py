@@ -218,8 +218,8 @@ async def test_two_cpu_bound_sync_tasks_run_at_once_with_processes_2(
     spin = TaskCall("spin", (5_000_000,))  # about 0.3 s here, GIL held throughout
     values = await results(client, await client.delay_many([spin, spin]))
     (pid_a, start_a, end_a), (pid_b, start_b, end_b) = values
-    # Two processes, and each started before the other ended: they ran at once, which
-    # one process holding one GIL could not do with pure-Python work.
+    # Two processes, and each started before the other ended: they ran at once, each in
+    # a process (and a GIL) of its own; a child has one slot, so it could not run both.
     assert pid_a != pid_b
     assert max(start_a, start_b) < min(end_a, end_b), values
     await client.stop()
