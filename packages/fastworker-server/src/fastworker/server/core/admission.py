@@ -49,6 +49,7 @@ class Admission:
         """The latest submitted tasks, oldest first: what history queries search."""
         self._scheduler = scheduler
         self.dirty = scheduler.dirty
+        self.metrics = scheduler.metrics
         self.dead = DeadLetters(settings.dead_letters, counters, self.dirty)
         self._cache = cache
         self._counters = counters
@@ -116,11 +117,12 @@ class Admission:
             self.restore(task)
             self.dirty.add(task_id)
             self._counters.submitted += 1
+            self.metrics.of(request.name).submitted += 1
             start = _start(request, wall)
             if start > wall:
                 self._scheduler.schedule(task, now + (start - wall), start)
             else:
-                self._scheduler.enqueue(task)
+                self._scheduler.enqueue(task, now)
         return ids, fresh
 
     def retry_dead(
@@ -227,12 +229,16 @@ class Admission:
         task.done = now
         self.active.pop(task.task_id, None)
         self.dirty.add(task.task_id)
+        metrics = self.metrics.of(task.name)
         if outcome.status is TaskStatus.SUCCEEDED:
             self._counters.succeeded += 1
+            metrics.succeeded += 1
         elif outcome.status is TaskStatus.CANCELLED:
             self._counters.cancelled += 1
+            metrics.cancelled += 1
         else:
             self._counters.failed += 1
+            metrics.failed += 1
             self.dead.add(task)
         for evicted in self._cache.add(task):
             self._forget(evicted)

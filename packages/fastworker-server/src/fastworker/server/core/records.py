@@ -63,6 +63,9 @@ class TaskState:
     order: int = 0
     """Place within its priority level (smaller first); what the journal restores."""
     outcome: m.TaskOutcome | None = None
+    ready: float = 0.0
+    """When it last joined the line (submitted, due, taken back, restored; monotonic):
+    where its queue wait starts."""
     leased: float = 0.0
     renewed: float = 0.0
     """When the holder last said it runs this task (heartbeat), or when it was leased."""
