@@ -49,11 +49,14 @@ CROSS_TEST_TOOLS = (
     "trustme>=1.1",  # certificates made at test time, for the TLS tests
     "watchfiles>=0.21,<2",  # the [reload] extra, for --reload
     "pyyaml>=6",  # reads the compose and Kubernetes files of examples/deploy/
+    "prometheus-client>=0.17,<1",  # the [metrics] extra, for --metrics-port
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
     "protocol": ("hypothesis>=6.100",),  # property tests of the codec
-    "server": ("cronsim>=2.7,<3",),  # the [cron] extra, for periodic tasks
+    "client": ("prometheus-client>=0.17,<1",),  # the [prometheus] extra
+    # The [cron] extra, for periodic tasks, and [metrics], for --metrics-port.
+    "server": ("cronsim>=2.7,<3", "prometheus-client>=0.17,<1"),
     "dashboard": ("httpx>=0.27", "httpx2>=2.14"),
 }
 
