@@ -117,7 +117,7 @@ class Admission:
             self.restore(task)
             self.dirty.add(task_id)
             self._counters.submitted += 1
-            self.metrics.of(request.name).submitted += 1
+            (task.metrics or self.metrics.of(task.name)).submitted += 1
             start = _start(request, wall)
             if start > wall:
                 self._scheduler.schedule(task, now + (start - wall), start)
@@ -165,6 +165,7 @@ class Admission:
     def restore(self, task: TaskState) -> None:
         """Know a task: a new one, or one read back at start. An unfinished one counts
         as active; a finished one goes to the cache with :meth:`restore_finished`."""
+        task.metrics = self.metrics.of(task.name)
         if not task.status.is_final:
             self.active[task.task_id] = task
         self.recent.append(task)
@@ -229,7 +230,7 @@ class Admission:
         task.done = now
         self.active.pop(task.task_id, None)
         self.dirty.add(task.task_id)
-        metrics = self.metrics.of(task.name)
+        metrics = task.metrics or self.metrics.of(task.name)
         if outcome.status is TaskStatus.SUCCEEDED:
             self._counters.succeeded += 1
             metrics.succeeded += 1

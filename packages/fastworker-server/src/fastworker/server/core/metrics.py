@@ -1,5 +1,6 @@
 """The control plane's metrics per task name: counts and duration histograms, kept for a
-bounded set of names. Each observation is a dict lookup and, for a duration, a bisect."""
+bounded set of names. A task looks its name's entry up once (``TaskState.metrics``);
+each observation is then an addition and, for a duration, a bisect."""
 
 from __future__ import annotations
 

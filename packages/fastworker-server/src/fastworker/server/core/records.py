@@ -10,6 +10,8 @@ from msgspec import Raw
 from fastworker.protocol import FastworkerError, TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
+from .metrics import NameMetrics
+
 __all__ = [
     "LOCAL_WORKER_ID",
     "Connection",
@@ -91,6 +93,8 @@ class TaskState:
     """The periodic task's schedule it is a run of."""
     fire_time: float | None = None
     """For a run of a schedule: the time it was due (Unix)."""
+    metrics: NameMetrics | None = None
+    """Its name's entry in the metrics, found once when the core learns of the task."""
 
     @property
     def retries_left(self) -> bool:
