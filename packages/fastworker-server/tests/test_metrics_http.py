@@ -39,8 +39,8 @@ class _Peer:
     certificate = ""
 
 
-def _get(url: str, method: str = "GET") -> tuple[int, str, str]:
-    request = urllib.request.Request(url, method=method)
+def _get(url: str, method: str = "GET", host: str | None = None) -> tuple[int, str, str]:
+    request = urllib.request.Request(url, method=method, headers={"Host": host} if host else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers["Content-Type"], response.read().decode()
@@ -84,6 +84,11 @@ async def test_a_scrape_reads_the_core_from_the_loop(tmp_path: Path) -> None:
             assert samples["fastworker_tasks_submitted_total", (("task", "add"),)] == 2
             assert samples["fastworker_journal_commit_seconds_count", ()] >= 1
             assert (await asyncio.to_thread(_get, base + "/metrics", "POST"))[0] == 405
+            # On loopback, only to loopback names: no reading it through DNS rebinding.
+            rebound = await asyncio.to_thread(_get, base + "/metrics", "GET", "rebound.example")
+            assert rebound[0] == 403
+            for name in (f"localhost:{server.port}", f"[::1]:{server.port}"):
+                assert (await asyncio.to_thread(_get, base + "/metrics", "GET", name))[0] == 200
             assert (await asyncio.to_thread(_get, base + "/healthz"))[0] == 404
 
             # A loop that does not turn gives no metrics, and says so.

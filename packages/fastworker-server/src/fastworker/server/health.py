@@ -76,9 +76,9 @@ Verdict = str | NoAnswer | None
 Reply = tuple[int, str, bytes]
 """An HTTP answer: status code, media type, body."""
 
-Responder = Callable[[str, str], Reply]
-"""Called in a request's thread with its method and target; it may ask the event loop
-(:func:`call_on_loop`), and must do so with a bound."""
+Responder = Callable[[str, str, str], Reply]
+"""Called in a request's thread with its method, target and ``Host`` header; it may ask
+the event loop (:func:`call_on_loop`), and must do so with a bound."""
 
 _T = TypeVar("_T")
 _Served = TypeVar("_Served", bound="LoopHTTPServer")
@@ -144,7 +144,7 @@ def call_on_loop(
 def _probes(loop: asyncio.AbstractEventLoop, check: ReadinessCheck) -> Responder:
     """``/healthz`` and ``/readyz``, by :func:`answer`."""
 
-    def respond(method: str, target: str) -> Reply:
+    def respond(method: str, target: str, host: str) -> Reply:
         # Only a probe of a known path with a known method costs a trip to the loop.
         readiness: Verdict = None
         if urlsplit(target).path in _PATHS and method in _METHODS:
@@ -161,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, _Server)
         try:
-            reply = server.respond(self.command, self.path)
+            reply = server.respond(self.command, self.path, self.headers.get("Host", ""))
         except Exception as exc:
             log.exception("answering %s %s failed", self.command, self.path)
             reply = json_reply(

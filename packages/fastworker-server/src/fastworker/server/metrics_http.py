@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Final
@@ -31,8 +32,33 @@ Snapshot = Callable[[], m.MetricsReply]
 """Called on the event loop: the metrics as they stand."""
 
 
-def _scrapes(loop: asyncio.AbstractEventLoop, snapshot: Snapshot) -> Responder:
-    def respond(method: str, target: str) -> Reply:
+def _hostname(host: str) -> str:
+    """The name in a ``Host`` header, without its port."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _is_loopback(name: str) -> bool:
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _scrapes(loop: asyncio.AbstractEventLoop, snapshot: Snapshot, bound: str) -> Responder:
+    # Bound to loopback, it answers only requests addressed to a loopback name: a web page
+    # in a browser on this host cannot read it through DNS rebinding (as the dashboard).
+    loopback_only = _is_loopback(bound)
+
+    def respond(method: str, target: str, host: str) -> Reply:
+        if loopback_only and not _is_loopback(_hostname(host)):
+            return json_reply(
+                HTTPStatus.FORBIDDEN,
+                {"status": "forbidden", "reason": "served on loopback to loopback names only"},
+            )
         path = urlsplit(target).path
         if path != METRICS_PATH:
             return json_reply(
@@ -63,7 +89,7 @@ class MetricsServer(LoopHTTPServer):
         super().__init__(
             host,
             port,
-            lambda loop: _scrapes(loop, snapshot),
+            lambda loop: _scrapes(loop, snapshot, host),
             what="metrics",
             paths=(METRICS_PATH,),
         )
