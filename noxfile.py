@@ -50,13 +50,17 @@ CROSS_TEST_TOOLS = (
     "watchfiles>=0.21,<2",  # the [reload] extra, for --reload
     "pyyaml>=6",  # reads the compose and Kubernetes files of examples/deploy/
     "prometheus-client>=0.17,<1",  # the [metrics] extra, for --metrics-port
+    "opentelemetry-sdk>=1.20,<2",  # the [otel] extras, with the in-memory span exporter
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
     "protocol": ("hypothesis>=6.100",),  # property tests of the codec
-    "client": ("prometheus-client>=0.17,<1",),  # the [prometheus] extra
-    # The [cron] extra, for periodic tasks, and [metrics], for --metrics-port.
-    "server": ("cronsim>=2.7,<3", "prometheus-client>=0.17,<1"),
+    "client": (  # the [prometheus] and [otel] extras, and otel's test exporter
+        "prometheus-client>=0.17,<1",
+        "opentelemetry-sdk>=1.20,<2",
+    ),
+    # [cron] for periodic tasks, [metrics] for --metrics-port, and [otel].
+    "server": ("cronsim>=2.7,<3", "prometheus-client>=0.17,<1", "opentelemetry-sdk>=1.20,<2"),
     "dashboard": ("httpx>=0.27", "httpx2>=2.14"),
 }
 
@@ -213,8 +217,9 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite (bench/, BENCHMARKS.md): real processes on 127.0.0.1 and
     ipc://, one table with the targets beside the numbers. Options after ``--``:
     ``nox -s bench -- --quick``, ``-- --json out.json``, ``-- --only W1,W2``."""
-    # trustme makes the CA and certificate of the tls+tcp:// runs at run time.
-    _install_with_siblings(session, "server", "trustme>=1.1")
+    # trustme makes the CA and certificate of the tls+tcp:// runs at run time; the SDK
+    # records the spans of the traced runs.
+    _install_with_siblings(session, "server", "trustme>=1.1", "opentelemetry-sdk>=1.20,<2")
     session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastworker.client import Client, TLSOptions
+from fastworker.client.hooks import Hook, add_hook, remove_hook
 
 __all__ = [
     "BENCH_DIR",
@@ -53,6 +54,9 @@ TLS_SERVER_NAME = "localhost"
 """The name the control plane's certificate carries and its peers check."""
 
 IN_MEMORY = ", journal in memory"
+TRACED = ", tracing on"
+"""The label of a run with OpenTelemetry's SDK recording every span (bench_tracing)."""
+TRACING_MODULE = "bench_tracing"
 """What a setup's description says of a control plane run with ``--journal :memory:``."""
 
 
@@ -101,6 +105,16 @@ class ClusterSpec:
     or keep everything in memory."""
     journal_sync: str = "normal"
     """``--journal-sync``: ``full`` flushes every commit to the disk."""
+    tracing: bool = False
+    """Every process records spans (``--tracing on``, the SDK of bench_tracing); else
+    none does (``--tracing off``)."""
+
+    @property
+    def task_modules(self) -> str:
+        return f"{TASK_MODULE},{TRACING_MODULE}" if self.tracing else TASK_MODULE
+
+    def tracing_flags(self) -> tuple[str, ...]:
+        return ("--tracing", "on" if self.tracing else "off")
 
     def control_plane_flags(self) -> tuple[str, ...]:
         """How the control plane runs tasks: itself with no subworkers, else never (so
@@ -114,6 +128,8 @@ class ClusterSpec:
         memory = IN_MEMORY if not self.journal else ""
         if self.journal and self.journal_sync != "normal":
             memory = f", journal sync {self.journal_sync}"
+        if self.tracing:
+            memory += TRACED
         if self.subworkers == 0:
             return f"{self.transport}, local execution x {self.concurrency}{memory}"
         plural = "" if self.subworkers == 1 else "s"
@@ -219,7 +235,8 @@ class Launcher:
             [
                 "control-plane",
                 "--task-modules",
-                TASK_MODULE,
+                spec.task_modules,
+                *spec.tracing_flags(),
                 "--address",
                 address,
                 "--journal",
@@ -235,6 +252,7 @@ class Launcher:
         )
         workers: list[subprocess.Popen[bytes]] = []
         client: Client | None = None
+        hook = _client_tracing() if spec.tracing else None
         try:
             client = await self._connect(address, plane, client_tls)
             for index in range(spec.subworkers):
@@ -247,7 +265,8 @@ class Launcher:
                             "--control-plane-address",
                             address,
                             "--task-modules",
-                            TASK_MODULE,
+                            spec.task_modules,
+                            *spec.tracing_flags(),
                             "--concurrency",
                             str(spec.concurrency),
                             *peer_tls,
@@ -258,6 +277,8 @@ class Launcher:
             await self._wait_for_workers(client, spec.subworkers, [plane, *workers])
             yield Cluster(spec, address, client, plane, workers)
         finally:
+            if hook is not None:
+                remove_hook(hook)
             if client is not None:
                 await client.stop()
             for process in [*workers, plane]:
@@ -302,6 +323,22 @@ class Launcher:
                 raise BenchError(
                     f"process {process.pid} exited with {code}:\n{self.log_tail(process)}"
                 )
+
+
+def _client_tracing() -> Hook:
+    """Trace this process's clients, with the SDK of bench_tracing, until the hook is
+    removed. The suite runs with ``FASTWORKER_TRACING=off``, so no client traces by
+    itself."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import bench_tracing  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    from fastworker.client.tracing import TracingHook
+
+    hook = TracingHook()
+    add_hook(hook)
+    return hook
 
 
 def rss_mb(pid: int) -> float:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
@@ -18,7 +19,7 @@ from types import FrameType
 
 from bench import workloads
 from bench.metrics import Measurement, Target
-from bench.processes import IN_MEMORY, BenchError, Cluster, ClusterSpec, Launcher
+from bench.processes import IN_MEMORY, TRACED, BenchError, Cluster, ClusterSpec, Launcher
 from bench.report import Machine, render, to_json
 
 __all__ = [
@@ -137,6 +138,8 @@ def plan(sizes: Sizes) -> list[Stage]:
     w2_local = dataclasses.replace(w2, targets={})
     # The same without the journal: its targets are on the difference (journal_costs).
     w2_memory = dataclasses.replace(w2, targets={})
+    # Tracing has no target of its own: its cost against the same run without is reported.
+    w2_traced = dataclasses.replace(w2, targets={})
     # TLS has no target of its own: its ratio to tcp is reported (tls_costs).
     w2_tls = dataclasses.replace(w2, targets={})
     fan_out = ClusterSpec("tcp", subworkers=2, concurrency=1)
@@ -187,6 +190,7 @@ def plan(sizes: Sizes) -> list[Stage]:
             ClusterSpec("tcp", subworkers=1, concurrency=slots, journal_sync="full"),
             (w1(), w2_memory),
         ),
+        Stage(ClusterSpec("tcp", subworkers=1, concurrency=slots, tracing=True), (w1(), w2_traced)),
         Stage(ClusterSpec("tcp", subworkers=2, concurrency=slots), (w1(),)),
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(targets=W1_TARGETS), w2)),
         Stage(ClusterSpec("tls", subworkers=1, concurrency=slots), (w1(), w2_tls)),
@@ -229,7 +233,7 @@ async def run_plan(
                 for measurement in _with_targets(results, job.targets):
                     progress(measurement)
                     measured.append(measurement)
-    for cost in [*journal_costs(measured), *tls_costs(measured)]:
+    for cost in [*journal_costs(measured), *tracing_costs(measured), *tls_costs(measured)]:
         progress(cost)
         measured.append(cost)
     return sorted(measured, key=lambda m: WORKLOADS.index(m.workload))
@@ -238,25 +242,50 @@ async def run_plan(
 def journal_costs(measured: Sequence[Measurement]) -> list[Measurement]:
     """What the journal costs, from each W1 or W2 run in memory and its twin with the
     journal (the same setup otherwise): W1's throughput ratio, W2's added p50."""
+    return _twin_costs(
+        measured,
+        IN_MEMORY,
+        ": journal against in memory",
+        marked_is_with=False,
+        targets=(JOURNAL_THROUGHPUT, JOURNAL_LATENCY),
+    )
+
+
+def tracing_costs(measured: Sequence[Measurement]) -> list[Measurement]:
+    """What tracing costs, from each W1 or W2 run with every span recorded and its twin
+    without (the same setup otherwise): W1's throughput ratio, W2's added p50."""
+    return _twin_costs(measured, TRACED, ": tracing on against off", marked_is_with=True)
+
+
+def _twin_costs(
+    measured: Sequence[Measurement],
+    marker: str,
+    label: str,
+    *,
+    marked_is_with: bool,
+    targets: tuple[Target | None, Target | None] = (None, None),
+) -> list[Measurement]:
+    """The cost of what ``marker`` in a setup label marks (or, ``marked_is_with`` false,
+    of what it marks as absent), from each W1 or W2 run and its twin without the marker:
+    W1's throughput with against without, and the p50 W2 adds with it."""
     by_setup = {(m.workload, m.setup, m.metric): m for m in measured}
     costs: list[Measurement] = []
-    for memory in measured:
-        if IN_MEMORY not in memory.setup:
+    for marked in measured:
+        if marker not in marked.setup:
             continue
-        journaled = by_setup.get(
-            (memory.workload, memory.setup.replace(IN_MEMORY, ""), memory.metric)
-        )
-        if journaled is None:
+        twin = by_setup.get((marked.workload, marked.setup.replace(marker, ""), marked.metric))
+        if twin is None:
             continue
-        setup = memory.setup.replace(IN_MEMORY, ": journal against in memory")
-        if memory.workload == "W1" and memory.metric == "throughput":
-            ratio = journaled.value / memory.value
+        with_, without = (marked, twin) if marked_is_with else (twin, marked)
+        setup = marked.setup.replace(marker, label)
+        if marked.workload == "W1" and marked.metric == "throughput":
+            ratio = with_.value / without.value
             costs.append(
-                Measurement("W1", setup, "throughput ratio", "x", ratio, target=JOURNAL_THROUGHPUT)
+                Measurement("W1", setup, "throughput ratio", "x", ratio, target=targets[0])
             )
-        elif memory.workload == "W2" and memory.metric == "p50 of run()":
-            added = journaled.value - memory.value
-            costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=JOURNAL_LATENCY))
+        elif marked.workload == "W2" and marked.metric == "p50 of run()":
+            added = with_.value - without.value
+            costs.append(Measurement("W2", setup, "p50 added", "ms", added, target=targets[1]))
     return costs
 
 
@@ -334,6 +363,8 @@ def _progress(m: Measurement) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; returns the exit code (0 also when targets are missed)."""
     options = build_parser().parse_args(argv)
+    # The suite's own clients trace only in the traced runs (processes._client_tracing).
+    os.environ["FASTWORKER_TRACING"] = "off"
     sizes = QUICK if options.quick else FULL
     mode = "quick" if options.quick else "full"
     run_dir = Path(tempfile.mkdtemp(prefix="fastworker-bench-"))

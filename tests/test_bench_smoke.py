@@ -59,16 +59,17 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
-    # Local; 1 subworker: delay, delay_many, in memory, sync full; 2 subworkers; ipc; tls.
-    assert len(w1) == 8
+    # Local; 1 subworker: delay, delay_many, in memory, sync full, traced; 2 subworkers;
+    # ipc; tls.
+    assert len(w1) == 9
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
     assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p50 ratio", "p99 of run()"]
-    # Local execution, tcp, tcp in memory, sync full, ipc and tls; one difference of tcp
-    # and tcp in memory, one ratio of tls and tcp.
-    assert [len(w2[metric]) for metric in sorted(w2)] == [6, 1, 6, 1, 6]
+    # Local execution, tcp, tcp in memory, sync full, traced, ipc and tls; the differences
+    # of tcp and tcp in memory and of traced and not, one ratio of tls and tcp.
+    assert [len(w2[metric]) for metric in sorted(w2)] == [7, 2, 7, 1, 7]
     targeted = [m.target is not None for m in w2["p50 of run()"]]
-    assert targeted == [False, True, False, False, True, False]  # tcp and ipc
+    assert targeted == [False, True, False, False, False, True, False]  # tcp and ipc
     assert all(
         m.verified == TINY.w2_calls * TINY.repeats
         for metric, ms in w2.items()
@@ -78,10 +79,17 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     # The journal's cost, from the twin runs with and without it.
     journal_ratios = _by_metric(measured, "W1")["throughput ratio"]
     (ratio,) = [m for m in journal_ratios if "journal against in memory" in m.setup]
-    (added,) = w2["p50 added"]
+    (added,) = [m for m in w2["p50 added"] if "journal against in memory" in m.setup]
     assert ratio.value > 0
     assert ratio.passed is not None
     assert added.passed is not None
+    # Tracing on against off: derived costs, no targets.
+    tracing = [m for m in measured if "tracing on against off" in m.setup]
+    assert sorted((m.workload, m.metric) for m in tracing) == [
+        ("W1", "throughput ratio"),
+        ("W2", "p50 added"),
+    ]
+    assert all(m.target is None for m in tracing)
     # TLS against tcp: derived ratios, no targets.
     tls_ratios = [m for m in measured if m.setup.startswith("1 subworker x 16: tls against tcp")]
     assert sorted(m.metric for m in tls_ratios) == ["p50 ratio", "throughput ratio"]

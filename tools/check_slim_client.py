@@ -17,6 +17,7 @@ FORBIDDEN = (
     "jinja2",
     "starlette",
     "prometheus_client",
+    "opentelemetry",
     "fastworker.server",
     "fastworker.dashboard",
 )

@@ -170,6 +170,10 @@ REQUEST_1_1 = msgspec.structs.replace(
         jitter=True,
     ),
     countdown=5.0,
+    headers={
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "vendor=1",
+    },
 )
 DELAYED_1_1 = m.TaskRequest(name="report", eta=1_790_000_600.0)
 OUTCOME_RETRY_1_1 = msgspec.structs.replace(OUTCOME_FAILED, retry=True, retry_delay=5.0)
@@ -209,6 +213,8 @@ SAMPLES_1_1: dict[str, m.Message] = {
                 timeout=30.0,
                 attempt=2,
                 retry_on=["builtins.ConnectionError"],
+                headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+                priority=TaskPriority.HIGH,
             )
         ]
     ),

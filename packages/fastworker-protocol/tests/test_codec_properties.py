@@ -142,6 +142,16 @@ def _lists(info: mi.ListType) -> st.SearchStrategy[list[Any]]:
     return st.lists(strategy_for(info.item_type), min_size=low, max_size=high)
 
 
+def _dicts(info: mi.DictType) -> st.SearchStrategy[dict[Any, Any]]:
+    low = info.min_length or 0
+    high = low + MAX_LIST_ITEMS
+    if info.max_length is not None:
+        high = min(high, info.max_length)
+    return st.dictionaries(
+        strategy_for(info.key_type), strategy_for(info.value_type), min_size=low, max_size=high
+    )
+
+
 def _structs(info: mi.StructType) -> st.SearchStrategy[msgspec.Struct]:
     fields = {field.name: strategy_for(field.type) for field in info.fields}
     return st.fixed_dictionaries(fields).map(lambda kwargs: info.cls(**kwargs))
@@ -155,6 +165,8 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.one_of([strategy_for(t) for t in info.types])
     if isinstance(info, mi.ListType):
         return _lists(info)
+    if isinstance(info, mi.DictType):
+        return _dicts(info)
     if isinstance(info, mi.StrType):
         return _text(info)
     if isinstance(info, mi.IntType):

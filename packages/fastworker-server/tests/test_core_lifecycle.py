@@ -437,3 +437,33 @@ def test_dead_letters_survive_a_restart_and_a_purge_drops_them() -> None:
     assert (purged.purged, purged.unknown) == (1, ["nope"])
     assert doomed not in journal.rows  # neither cached nor dead: deleted
     assert journal.rows[kept].dead
+
+
+# --- headers ------------------------------------------------------------------------------
+
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def _assignments(h: Harness, conn: object) -> list[m.TaskAssignment]:
+    return [
+        assignment
+        for message in h.sent(conn)  # pyright: ignore[reportArgumentType]
+        if isinstance(message, m.Dispatch)
+        for assignment in message.tasks
+    ]
+
+
+def test_headers_and_priority_reach_every_attempt_and_survive_a_restart(tmp_path: Path) -> None:
+    from fastworker.server.journal import open_journal
+
+    journal = open_journal(str(tmp_path / "journal.sqlite3"))
+    h = Harness(journal=journal)
+    (task_id,) = h.submit("add", headers=TRACE, priority=TaskPriority.HIGH)
+    h = _restart(h, journal)
+    h.worker(A, "a")
+    (first,) = _assignments(h, A)
+    assert (first.task_id, first.headers, first.priority) == (task_id, TRACE, TaskPriority.HIGH)
+    h.send(A, m.Goodbye(reason="stopping"))  # its lease goes back to the queue
+    h.worker(A, "a")
+    (second,) = _assignments(h, A)
+    assert (second.attempt, second.headers, second.priority) == (2, TRACE, TaskPriority.HIGH)

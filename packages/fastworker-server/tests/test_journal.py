@@ -92,6 +92,7 @@ def full_record() -> TaskRecord:
             started_at=1_700_000_001.5,
             finished_at=1_700_000_002.75,
         ),
+        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     )
 
 

@@ -4,13 +4,15 @@ discarding, and the bound on threads."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from fastworker.client import Retry, is_cancelled
+from fastworker.client.hooks import Hook, TaskRun, add_hook, remove_hook
 from fastworker.client.tasks import Task, TaskRegistry
 from fastworker.protocol import TaskStatus, decode_value, encode_value
 from fastworker.protocol.messages import TaskAssignment, TaskOutcome
@@ -93,6 +95,18 @@ def count_concurrent() -> None:
             concurrency.now -= 1
 
 
+seen_by_task: contextvars.ContextVar[str] = contextvars.ContextVar("seen_by_task", default="")
+
+
+def reads_the_hooks_context() -> str:
+    return seen_by_task.get()
+
+
+async def reads_the_hooks_context_async() -> str:
+    await asyncio.sleep(0)
+    return seen_by_task.get()
+
+
 def _registry() -> TaskRegistry:
     registry = TaskRegistry()
     registry.register(Task(add))
@@ -104,13 +118,20 @@ def _registry() -> TaskRegistry:
     registry.register(Task(wait_for_release))
     registry.register(Task(sleep_long))
     registry.register(Task(count_concurrent))
+    registry.register(Task(reads_the_hooks_context))
+    registry.register(Task(reads_the_hooks_context_async))
     return registry
 
 
 def _assignment(
-    name: str, *args: object, timeout: float | None = None, retry_on: list[str] | None = None
+    name: str,
+    *args: object,
+    timeout: float | None = None,
+    retry_on: list[str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> TaskAssignment:
     return TaskAssignment(
+        headers=headers or {},
         task_id=f"{name}-{time.monotonic_ns()}",
         name=name,
         args=encode_value(list(args)),
@@ -327,3 +348,94 @@ async def test_cancelling_a_finished_run_changes_nothing(runner: TaskRunner) -> 
     run.cancel()
     assert outcome.status is TaskStatus.SUCCEEDED
     assert not run.cancel_requested
+
+
+class _Recorder(Hook):
+    """Records each run as ``after_run`` sees it, and sets a context variable in
+    ``before_run`` that the task's code reads."""
+
+    def __init__(self) -> None:
+        self.runs: list[TaskRun] = []
+
+    def before_run(self, run: TaskRun) -> None:
+        run.state["token"] = seen_by_task.set(f"{run.name}/{run.headers.get('k', '')}")
+
+    def after_run(self, run: TaskRun) -> None:
+        seen_by_task.reset(run.state.pop("token"))
+        self.runs.append(run)
+
+
+class _Broken(Hook):
+    def before_run(self, run: TaskRun) -> None:
+        raise RuntimeError("a hook with a bug")
+
+    def after_run(self, run: TaskRun) -> None:
+        raise RuntimeError("a hook with a bug")
+
+
+@pytest.fixture
+def recorder() -> Iterator[_Recorder]:
+    hook = _Recorder()
+    add_hook(hook)
+    yield hook
+    remove_hook(hook)
+
+
+async def test_run_hooks_wrap_each_task_in_its_own_context(
+    runner: TaskRunner, recorder: _Recorder
+) -> None:
+    outcomes = _Outcomes()
+    runner.start(_assignment("reads_the_hooks_context", headers={"k": "sync"}), outcomes)
+    runner.start(_assignment("reads_the_hooks_context_async", headers={"k": "async"}), outcomes)
+    runner.start(_assignment("boom"), outcomes)
+    done = await outcomes.wait(3)
+    values = {decode_value(o.value) for o in done if o.status is TaskStatus.SUCCEEDED}
+    assert values == {"reads_the_hooks_context/sync", "reads_the_hooks_context_async/async"}
+    by_name = {run.name: run for run in recorder.runs}
+    assert set(by_name) == {"reads_the_hooks_context", "reads_the_hooks_context_async", "boom"}
+    assert by_name["reads_the_hooks_context"].status is TaskStatus.SUCCEEDED
+    assert by_name["reads_the_hooks_context"].exception is None
+    failed = by_name["boom"]
+    assert failed.status is TaskStatus.FAILED
+    assert isinstance(failed.exception, ValueError)
+    assert failed.worker_id == "w"
+    assert failed.attempt == 1
+    assert seen_by_task.get() == ""  # nothing leaked into the loop's own context
+
+
+async def test_a_discarded_async_run_still_ends_its_hooks(
+    runner: TaskRunner, recorder: _Recorder
+) -> None:
+    outcomes = _Outcomes()
+    run = runner.start(_assignment("sleep_long"), outcomes)
+    await asyncio.sleep(0)  # let it start
+    run.discard()
+    assert run.async_task is not None
+    await asyncio.gather(run.async_task, return_exceptions=True)
+    (ended,) = recorder.runs
+    assert ended.status is TaskStatus.CANCELLED
+    assert outcomes.items == []
+
+
+async def test_a_hook_that_raises_is_skipped_and_the_task_still_runs(
+    runner: TaskRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = _Broken()
+    add_hook(broken)
+    try:
+        outcomes = _Outcomes()
+        runner.start(_assignment("add", 1, 2), outcomes)
+        runner.start(_assignment("add_async", 3, 4), outcomes)
+        done = await outcomes.wait(2)
+    finally:
+        remove_hook(broken)
+    assert sorted(decode_value(o.value) for o in done) == [3, 7]
+    failures = [
+        r.getMessage().split(" failed in ")[1]
+        for r in caplog.records
+        if " failed in " in r.getMessage()
+    ]
+    assert (
+        sorted(failures)
+        == ["after_run; going on without it"] * 2 + ["before_run; going on without it"] * 2
+    )

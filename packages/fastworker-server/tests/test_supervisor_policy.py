@@ -99,6 +99,8 @@ def test_a_child_runs_the_same_subworker_as_one_process_with_its_slot_id() -> No
         "50",
         "--auth-token",
         "s3cret",
+        "--log-format",
+        "json",
     )
     argv = child_command(options, "fast-1.2")
     child = parse_command_line(argv[3:], environ={})  # past "python -m fastworker.server.cli"
@@ -106,6 +108,7 @@ def test_a_child_runs_the_same_subworker_as_one_process_with_its_slot_id() -> No
     assert child.task_modules == ["shop.tasks", "billing"]
     assert child.concurrency == 7
     assert child.max_tasks_per_child == 50
+    assert child.log_format == "json"
     assert child.auth_token is None
     assert "s3cret" not in argv  # not in ps output
     env = child_environment(options, 7)

@@ -5,6 +5,7 @@ Used by the client's transport and by the control plane and subworker."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 __all__ = ["LogLimiter"]
 
@@ -22,7 +23,9 @@ class LogLimiter:
         self._next = float("-inf")
         self._held = 0
 
-    def log(self, now: float, message: str, *args: object) -> bool:
+    def log(
+        self, now: float, message: str, *args: object, extra: Mapping[str, object] | None = None
+    ) -> bool:
         """Log unless one was logged less than ``interval`` ago; returns whether it did."""
         if now < self._next:
             self._held += 1
@@ -30,6 +33,6 @@ class LogLimiter:
         if self._held:
             message += f" ({self._held} more like it in the last {self._interval:.0f} s)"
             self._held = 0
-        self._logger.log(self._level, message, *args)
+        self._logger.log(self._level, message, *args, extra=extra)
         self._next = now + self._interval
         return True

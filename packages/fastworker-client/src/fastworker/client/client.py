@@ -51,6 +51,7 @@ from fastworker.protocol import messages as m
 
 from ._transport import Dialer, closed_error
 from ._version import __version__
+from .hooks import Hook, Submission, active_hooks, call_hooks, check_headers, install_tracing
 from .options import Retries, check_retry, check_start
 from .results import TaskResult
 from .tasks import Submitter, get_default_client, set_default_client
@@ -151,6 +152,9 @@ class Client:
         """
         if self._dialer is not None:
             return
+        from .config import TRACING  # its argparse is not worth importing with the client
+
+        install_tracing(os.environ.get(TRACING.env) or TRACING.default)
         self._loop = asyncio.get_running_loop()
         self._deadlines = _Deadlines(self._loop)
         self._dialer = Dialer(
@@ -267,6 +271,8 @@ class Client:
                 retry,
             )
         )
+        hooks = active_hooks()
+        submissions = _before_submit(hooks, [request]) if hooks else ()
         if on_complete is not None:
             self._callbacks.setdefault(request.task_id, []).append(on_complete)
         self._expected.add(request.task_id)
@@ -274,10 +280,12 @@ class Client:
             accepted = await self._request(
                 lambda rid: m.SubmitTask(request_id=rid, task=request), m.Accepted
             )
-        except BaseException:
+        except BaseException as exc:
             self._expected.discard(request.task_id)
             self._callbacks.pop(request.task_id, None)
+            _after_submit(hooks, submissions, exc)
             raise
+        _after_submit(hooks, submissions, None)
         (accepted_id,) = accepted.task_ids
         if accepted_id != request.task_id:  # an idempotency key matched an earlier task
             self._expected.discard(request.task_id)
@@ -325,15 +333,19 @@ class Client:
                 f"the batch's arguments take {size} bytes encoded; one request carries at "
                 f"most {MAX_PAYLOAD_BYTES}. Split the batch."
             )
+        hooks = active_hooks()
+        submissions = _before_submit(hooks, requests) if hooks else ()
         ids = [request.task_id for request in requests]
         self._expected.update(ids)
         try:
             accepted = await self._request(
                 lambda rid: m.SubmitBatch(request_id=rid, tasks=requests), m.Accepted
             )
-        except BaseException:
+        except BaseException as exc:
             self._expected.difference_update(ids)
+            _after_submit(hooks, submissions, exc)
             raise
+        _after_submit(hooks, submissions, None)
         accepted_ids = list(accepted.task_ids)
         # A key that matched an earlier task returns that task's id, not ours; result()
         # watches that one when asked.
@@ -860,3 +872,32 @@ def _check_buckets(reply: m.MetricsReply) -> None:
                 f"a histogram of the metrics reply has {len(histogram.counts)} counts for "
                 f"{len(bounds)} bucket bounds"
             )
+
+
+def _before_submit(hooks: tuple[Hook, ...], requests: list[m.TaskRequest]) -> list[Submission]:
+    """Run the submit hooks on each request; the headers they wrote go with it.
+
+    Raises:
+        ConfigurationError: a hook wrote headers the wire cannot carry; the hooks of the
+            requests already prepared hear of it in ``after_submit``.
+    """
+    submissions: list[Submission] = []
+    for request in requests:
+        submission = Submission(
+            request.name, request.task_id, request.priority, dict(request.headers)
+        )
+        submissions.append(submission)
+        call_hooks(hooks, "before_submit", submission)
+        try:
+            request.headers = check_headers(submission.headers)
+        except ConfigurationError as exc:
+            _after_submit(hooks, submissions, exc)
+            raise
+    return submissions
+
+
+def _after_submit(
+    hooks: tuple[Hook, ...], submissions: Sequence[Submission], error: BaseException | None
+) -> None:
+    for submission in submissions:
+        call_hooks(hooks, "after_submit", submission, error)

@@ -36,6 +36,7 @@ from fastworker.protocol import (
 )
 
 from ._secrets import read_secret
+from .hooks import TRACING_MODES
 
 __all__ = [
     "ADDRESS",
@@ -45,9 +46,11 @@ __all__ = [
     "DASHBOARD_HOST",
     "DASHBOARD_PORT",
     "DASHBOARD_TOKEN",
+    "LOG_FORMAT",
     "LOG_LEVEL",
     "REQUEST_TIMEOUT",
     "TLS_PEER_SETTINGS",
+    "TRACING",
     "Command",
     "ExitCode",
     "Setting",
@@ -555,6 +558,21 @@ LOG_LEVEL = Setting(
     default="info",
     choices=("debug", "info", "warning", "error"),
 )
+TRACING = Setting(
+    "tracing",
+    "OpenTelemetry traces: `auto` when opentelemetry-api is installed, `on` (it must be) "
+    "or `off` ([observability](observability.md#traces))",
+    default="auto",
+    choices=TRACING_MODES,
+)
+LOG_FORMAT = Setting(
+    "log_format",
+    "how log lines look on stderr: `text` for people, `json` for one JSON object a line "
+    "with the id, name and worker of the task it is about "
+    "([observability](observability.md#logs))",
+    default="text",
+    choices=("text", "json"),
+)
 DASHBOARD_HOST = Setting(
     "dashboard_host",
     "where the dashboard listens; beyond loopback it needs an access token",
@@ -570,7 +588,14 @@ DASHBOARD_TOKEN = Setting(
     metavar="TOKEN",
 )
 
-CLIENT_SETTINGS = (ADDRESS, REQUEST_TIMEOUT, AUTH_TOKEN, *TLS_PEER_SETTINGS, LOG_LEVEL)
+CLIENT_SETTINGS = (
+    ADDRESS,
+    REQUEST_TIMEOUT,
+    AUTH_TOKEN,
+    *TLS_PEER_SETTINGS,
+    LOG_LEVEL,
+    LOG_FORMAT,
+)
 """What every command that talks to a control plane as a client reads."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Protocol
 
-__all__ = ["CancelFlag", "enter_run", "is_cancelled", "leave_run"]
+__all__ = ["CancelFlag", "current_run", "enter_run", "is_cancelled", "leave_run"]
 
 
 class CancelFlag(Protocol):
@@ -29,6 +29,13 @@ def is_cancelled() -> bool:
     the task is called directly, in tests)."""
     run = _current.get()
     return run is not None and run.cancel_requested
+
+
+def current_run() -> CancelFlag | None:
+    """The run of the task whose code runs here, or None. The server's runs also carry
+    ``assignment.task_id``, ``assignment.name`` and ``worker_id``, which
+    :mod:`fastworker.client.logs` puts on every log line emitted during the run."""
+    return _current.get()
 
 
 def enter_run(run: CancelFlag) -> Token[CancelFlag | None]:

@@ -28,12 +28,14 @@ from fastworker.client.config import (
     DASHBOARD_HOST,
     DASHBOARD_PORT,
     DASHBOARD_TOKEN,
+    LOG_FORMAT,
     LOG_LEVEL,
     TLS_PEER_SETTINGS,
     Command,
     ExitCode,
     setting_names,
 )
+from fastworker.client.logs import configure_logging, report_failure
 from fastworker.protocol import ENV_PREFIX, ConfigurationError
 
 from ._version import __version__
@@ -58,6 +60,7 @@ DASHBOARD = Command(
         AUTH_TOKEN.with_help("the control plane's shared secret, or its `--client-token`"),
         *TLS_PEER_SETTINGS,
         LOG_LEVEL,
+        LOG_FORMAT,
     ),
 )
 
@@ -87,9 +90,8 @@ def parse_command_line(
     """Every setting of ``argv``, resolved from its flag, the environment, the
     configuration file or its default. Exits 2 on a usage error."""
     environ = dict(os.environ if environ is None else environ)
-    if _OLD_ADDRESS_VARIABLE in environ and ADDRESS.env not in environ:
+    if _uses_old_address_variable(environ):
         environ[ADDRESS.env] = environ[_OLD_ADDRESS_VARIABLE]
-        log.warning("%s is deprecated: set %s", _OLD_ADDRESS_VARIABLE, ADDRESS.env)
     parser = build_parser()
     given = parser.parse_args(argv)
     try:
@@ -97,6 +99,10 @@ def parse_command_line(
     except ConfigurationError as exc:
         parser.exit(ExitCode.USAGE, f"fastworker-dashboard: error: {exc}\n")
     return argparse.Namespace(**values)
+
+
+def _uses_old_address_variable(environ: Mapping[str, str]) -> bool:
+    return _OLD_ADDRESS_VARIABLE in environ and ADDRESS.env not in environ
 
 
 def _shared_keys() -> frozenset[str]:
@@ -132,16 +138,17 @@ async def _run(options: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = parse_command_line(argv)
-    logging.getLogger().setLevel(options.log_level.upper())
+    configure_logging(options.log_level, options.log_format)
+    if _uses_old_address_variable(os.environ):  # said once logging is set up
+        log.warning("%s is deprecated: set %s", _OLD_ADDRESS_VARIABLE, ADDRESS.env)
     try:
         asyncio.run(_run(options))
     except ConfigurationError as exc:
-        print(f"fastworker-dashboard: {exc}", file=sys.stderr)
+        report_failure(log, options.log_format, f"fastworker-dashboard: {exc}")
         return ExitCode.USAGE
     except OSError as exc:
-        print(f"fastworker-dashboard: {exc.strerror or exc}", file=sys.stderr)
+        report_failure(log, options.log_format, f"fastworker-dashboard: {exc.strerror or exc}")
         return ExitCode.USAGE
     return ExitCode.OK
 

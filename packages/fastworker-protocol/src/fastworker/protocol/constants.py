@@ -31,6 +31,9 @@ __all__ = [
     "FEATURE_RETRIES",
     "FEATURE_SCHEDULES",
     "MAX_FRAME_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_NAME",
+    "MAX_HEADER_VALUE",
     "MAX_IDS_PER_MESSAGE",
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
@@ -63,6 +66,16 @@ the tasks, assignments or outcomes listed in one message."""
 MAX_IDS_PER_MESSAGE: Final = MAX_MESSAGES_PER_FRAME * 4
 """Task ids one message may list (watch, cancel, status, hand back); senders split
 longer lists over several messages."""
+
+MAX_HEADERS: Final = 32
+"""Headers one task may carry (trace context and the like, written by hooks)."""
+
+MAX_HEADER_NAME: Final = 128
+"""Characters of one header's name."""
+
+MAX_HEADER_VALUE: Final = 2048
+"""Characters of one header's value: room for a W3C ``traceparent``, ``tracestate``
+(at most 512) and a modest ``baggage``."""
 
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 """Seconds a client waits for the control plane to answer one request."""

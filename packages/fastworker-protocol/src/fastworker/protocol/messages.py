@@ -25,6 +25,9 @@ from typing import Annotated
 from msgspec import Meta, Raw, Struct
 
 from .constants import (
+    MAX_HEADER_NAME,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     MAX_SCHEDULES,
@@ -102,6 +105,13 @@ AuthToken = Annotated[str, Meta(max_length=1024)]
 Count = Annotated[int, Meta(ge=0)]
 IdList = Annotated[list[TaskId], Meta(max_length=MAX_IDS_PER_MESSAGE)]
 NameList = Annotated[list[TaskName], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+Headers = Annotated[
+    dict[
+        Annotated[str, Meta(min_length=1, max_length=MAX_HEADER_NAME)],
+        Annotated[str, Meta(max_length=MAX_HEADER_VALUE)],
+    ],
+    Meta(max_length=MAX_HEADERS),
+]
 FeatureList = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)]
 
 EMPTY_ARGS = Raw(b"\x90")
@@ -210,6 +220,10 @@ class TaskRequest(_Body):
     eta: Seconds | None = None
     """Protocol 1.1: when the task may start, as Unix time. At most one of ``countdown``
     and ``eta``; a time already past means at once."""
+    headers: Headers = {}
+    """Protocol 1.1: text the task carries to its run and nobody reads on the way: the
+    W3C trace context (``traceparent``, ``tracestate``) and what submit hooks add. The
+    control plane stores it with the task and passes it on in the assignment."""
 
 
 class TaskOutcome(_Body):
@@ -246,6 +260,10 @@ class TaskAssignment(_Body):
     retry_on: NameList = []
     """Protocol 1.1: the exception classes (qualified names) after which the subworker
     asks for a retry (:attr:`TaskOutcome.retry`); empty when no retry is left."""
+    headers: Headers = {}
+    """Protocol 1.1: the submission's :attr:`TaskRequest.headers`, as they came."""
+    priority: TaskPriority = TaskPriority.NORMAL
+    """Protocol 1.1: the task's priority, for the worker's hooks, traces and logs."""
 
 
 class TaskInfo(_Body):

@@ -20,6 +20,7 @@ import socket
 import time
 
 from fastworker.client._limiter import LogLimiter
+from fastworker.client.hooks import Dispatched, Hook, active_hooks, call_hooks
 from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     PROTOCOL_VERSION,
@@ -37,6 +38,7 @@ from .journal import MEMORY_JOURNAL_PATH, Journal, open_journal
 from .runner import Run, TaskRunner
 from .settings import ControlPlaneSettings
 from .sqlite_journal import ignore_file_size_signal
+from .task_logs import FAILURE_LOG_INTERVAL, log_failure
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
@@ -68,6 +70,7 @@ class ControlPlane:
         self.closed = asyncio.Event()
         self._frame_log = LogLimiter(log, interval=10.0)
         self._handshake_log = LogLimiter(log, interval=10.0)
+        self._failure_log = LogLimiter(log, interval=FAILURE_LOG_INTERVAL)
         self._handshakes_failed = 0
         self._stopping = False
 
@@ -222,7 +225,9 @@ class ControlPlane:
         self._end_turn_soon()
 
     def _local_run_done(self, outcome: m.TaskOutcome) -> None:
-        self._local_runs.pop(outcome.task_id, None)
+        run = self._local_runs.pop(outcome.task_id, None)
+        if run is not None:
+            log_failure(self._failure_log, run.assignment, outcome, time.monotonic())
         self.core.local_done(outcome, time.monotonic())
         self._end_turn_soon()
 
@@ -290,6 +295,9 @@ class ControlPlane:
     def _carry_out(self) -> None:
         """Do what the core asked for: send, start local runs, drop connections."""
         core = self.core
+        hooks = active_hooks()
+        if hooks:
+            self._dispatched(hooks)
         # The lists are the core's own (shared inside it): emptied, never replaced.
         # Nothing below calls back into the core before it returns.
         if core.sends:
@@ -323,6 +331,32 @@ class ControlPlane:
                 if peer is not None:
                     peer.close_after_sending()
             core.refused.clear()
+
+    def _dispatched(self, hooks: tuple[Hook, ...]) -> None:
+        """Tell the hooks of every task this turn handed to a worker, or to itself."""
+        core = self.core
+        assignments = [
+            assignment
+            for _peer, message in core.sends
+            if isinstance(message, m.Dispatch)
+            for assignment in message.tasks
+        ]
+        assignments += core.local_starts
+        for assignment in assignments:
+            task = core.admission.lookup(assignment.task_id)
+            if task is None or task.started_at is None:
+                continue
+            dispatched = Dispatched(
+                name=task.name,
+                task_id=task.task_id,
+                priority=task.priority,
+                attempt=assignment.attempt,
+                worker_id=task.worker_id,
+                headers=task.headers,
+                queued_at=task.queued_at,
+                dispatched_at=task.started_at,
+            )
+            call_hooks(hooks, "dispatched", dispatched)
 
     def _peer(self, peer_id: int | None) -> Peer | None:
         if peer_id is None or self._listener is None:

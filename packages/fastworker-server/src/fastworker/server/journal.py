@@ -74,6 +74,8 @@ class TaskRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     """The periodic task's schedule this task is a run of."""
     fire_time: float | None = None
     """For a run of a schedule: the time it was due."""
+    headers: dict[str, str] = {}
+    """The submission's headers (trace context)."""
 
 
 class ScheduleRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):

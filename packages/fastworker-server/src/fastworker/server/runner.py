@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from fastworker.client.hooks import Hook, TaskRun, active_hooks, call_hooks
 from fastworker.client.options import Retry, exception_name
 from fastworker.client.running import enter_run, leave_run
 from fastworker.client.tasks import Task, TaskRegistry
@@ -50,10 +51,21 @@ class Run:
     """One task started by :meth:`TaskRunner.start`; its outcome reaches the callback
     once, unless the run is discarded first."""
 
-    __slots__ = ("_on_done", "assignment", "async_task", "cancel_requested", "finished", "timer")
+    __slots__ = (
+        "_on_done",
+        "assignment",
+        "async_task",
+        "cancel_requested",
+        "finished",
+        "timer",
+        "worker_id",
+    )
 
-    def __init__(self, assignment: TaskAssignment, on_done: OutcomeCallback) -> None:
+    def __init__(
+        self, assignment: TaskAssignment, on_done: OutcomeCallback, worker_id: str = ""
+    ) -> None:
         self.assignment = assignment
+        self.worker_id = worker_id
         self.finished = False
         self.cancel_requested = False
         """Set by :meth:`cancel`; the task's code reads it through ``is_cancelled()``."""
@@ -129,7 +141,7 @@ class TaskRunner:
         """Start one task; ``on_done`` gets its outcome on the loop thread, never before
         this returns, whatever the task does (raising, running past its limit), unless
         the run is discarded."""
-        run = Run(assignment, on_done)
+        run = Run(assignment, on_done, self.worker_id)
         started = time.time()
         task = self.registry.get(assignment.name)
         if task is None:
@@ -141,13 +153,16 @@ class TaskRunner:
             self._loop.call_soon(run.report, self._failed(assignment, started, _error_info(error)))
             return run
         limit = assignment.timeout if assignment.timeout is not None else task.timeout
+        hooks = active_hooks()
         if task.is_async:
-            run.async_task = self._loop.create_task(self._run_async(task, run, started, limit))
+            run.async_task = self._loop.create_task(
+                self._run_async(task, run, started, limit, hooks)
+            )
             return run
         if limit is not None:
             run.timer = self._loop.call_later(limit, self._expire, run, started, limit)
         self._threads.submit(
-            functools.partial(self._run_sync, task, run, started),
+            functools.partial(self._run_sync, task, run, started, hooks),
             run.report,
         )
         return run
@@ -158,26 +173,73 @@ class TaskRunner:
         error = _error_info(_timed_out(run.assignment, limit))
         run.report(self._failed(run.assignment, started, error))
 
-    def _run_sync(self, task: Task[..., object], run: Run, started: float) -> TaskOutcome:
+    def _run_sync(
+        self, task: Task[..., object], run: Run, started: float, hooks: tuple[Hook, ...]
+    ) -> TaskOutcome:
         """The whole of a sync task, on its thread: arguments, call, encoded value."""
         assignment = run.assignment
         token = enter_run(run)
+        observed = self._before_run(hooks, assignment) if hooks else None
+        outcome: TaskOutcome | None = None
         try:
             args, kwargs = _arguments(task, assignment)
             value = task.fn(*args, **kwargs)
-            return self._succeeded(assignment, started, value)
+            outcome = self._succeeded(assignment, started, value)
         except FastworkerError as exc:
-            return self._failed(assignment, started, _error_info(exc))
+            outcome = self._failed(assignment, started, _error_info(exc))
+            if observed is not None:
+                observed.exception = exc
         except Exception as exc:
-            return self._raised(assignment, started, exc)
+            outcome = self._raised(assignment, started, exc)
+            if observed is not None:
+                observed.exception = exc
         finally:
+            if observed is not None:
+                _after_run(hooks, observed, outcome)
             leave_run(token)
+        return outcome  # pyright: ignore[reportReturnType]  # set unless it raised
+
+    def _before_run(self, hooks: tuple[Hook, ...], assignment: TaskAssignment) -> TaskRun:
+        observed = TaskRun(
+            assignment.name,
+            assignment.task_id,
+            assignment.priority,
+            assignment.attempt,
+            self.worker_id,
+            assignment.headers,
+        )
+        call_hooks(hooks, "before_run", observed)
+        return observed
 
     async def _run_async(
-        self, task: Task[..., object], run: Run, started: float, limit: float | None
+        self,
+        task: Task[..., object],
+        run: Run,
+        started: float,
+        limit: float | None,
+        hooks: tuple[Hook, ...],
     ) -> None:
         assignment = run.assignment
         enter_run(run)  # this asyncio task's own context: nothing to reset
+        if hooks:
+            observed = self._before_run(hooks, assignment)
+            outcome: TaskOutcome | None = None
+            try:
+                outcome = await self._call_async(task, run, started, limit, observed)
+            finally:
+                _after_run(hooks, observed, outcome)
+            return
+        await self._call_async(task, run, started, limit, None)
+
+    async def _call_async(
+        self,
+        task: Task[..., object],
+        run: Run,
+        started: float,
+        limit: float | None,
+        observed: TaskRun | None,
+    ) -> TaskOutcome:
+        assignment = run.assignment
         try:
             args, kwargs = _arguments(task, assignment)
             call = cast("Awaitable[Any]", task.fn(*args, **kwargs))
@@ -196,9 +258,14 @@ class TaskRunner:
             outcome = _stopped(assignment.task_id, self.worker_id, started, how)
         except FastworkerError as exc:
             outcome = self._failed(assignment, started, _error_info(exc))
+            if observed is not None:
+                observed.exception = exc
         except Exception as exc:
             outcome = self._raised(assignment, started, exc)
+            if observed is not None:
+                observed.exception = exc
         run.report(outcome)
+        return outcome
 
     def _succeeded(self, assignment: TaskAssignment, started: float, value: object) -> TaskOutcome:
         encoded = encode_value(value)
@@ -241,6 +308,16 @@ class TaskRunner:
             started_at=started,
             finished_at=time.time(),
         )
+
+
+def _after_run(hooks: tuple[Hook, ...], observed: TaskRun, outcome: TaskOutcome | None) -> None:
+    """The run hooks' end; without an outcome the run was stopped (a drain, a stop)."""
+    if outcome is None:
+        observed.status = TaskStatus.CANCELLED
+    else:
+        observed.status = outcome.status
+        observed.retry = outcome.retry
+    call_hooks(hooks, "after_run", observed)
 
 
 def _arguments(

@@ -35,6 +35,7 @@ from fastworker.protocol import messages as m
 from ._version import __version__
 from .runner import Run, TaskRunner
 from .supervised import EXIT_RECYCLE, RecycleLimits, SupervisorLink
+from .task_logs import FAILURE_LOG_INTERVAL, log_failure
 
 __all__ = ["Subworker", "SubworkerSettings"]
 
@@ -96,6 +97,7 @@ class Subworker:
         """Set when the control plane refuses this subworker (for example a duplicate id)."""
         self._heartbeats: asyncio.Task[None] | None = None
         self._connect_log = LogLimiter(log, interval=10.0)
+        self._failure_log = LogLimiter(log, interval=FAILURE_LOG_INTERVAL)
         self._limits = RecycleLimits(settings.max_tasks_per_child, settings.max_memory_per_child)
         self._tasks_done = 0
         self._supervisor: SupervisorLink | None = None
@@ -250,7 +252,9 @@ class Subworker:
         self._running[assignment.task_id] = self._runner.start(assignment, self._finished)
 
     def _finished(self, outcome: m.TaskOutcome) -> None:
-        self._running.pop(outcome.task_id, None)
+        run = self._running.pop(outcome.task_id, None)
+        if run is not None:
+            log_failure(self._failure_log, run.assignment, outcome, time.monotonic())
         if not self._running:
             self._idle.set()
         if not self._outcomes:

@@ -46,6 +46,8 @@ _FORWARDED = (
     "tls_key",
     "tls_server_name",
     "log_level",
+    "tracing",
+    "log_format",
     "max_tasks_per_child",
     "max_memory_per_child",
 )

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fastworker.client.config import Command, ExitCode, setting_names
+from fastworker.client.hooks import install_tracing
+from fastworker.client.logs import configure_logging, report_failure
 from fastworker.protocol import (
     PROTOCOL_VERSION,
     ConfigurationError,
@@ -119,13 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     options = parse_command_line(argv)
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(options.log_level, options.log_format)
     command, _settings = _BY_NAME[options.command]
     try:
+        install_tracing(options.tracing)
         if getattr(options, "reload", False):
             from .reload import run_with_reload
 
@@ -135,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, prefix = next(
             (code, prefix) for kind, code, prefix in _EXIT_CODES if isinstance(exc, kind)
         )
-        print(f"fastworker: {prefix}{exc}", file=sys.stderr)
+        report_failure(log, options.log_format, f"fastworker: {prefix}{exc}")
         return code
 
 

@@ -9,11 +9,11 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastworker.client.config import ExitCode
+from fastworker.client.logs import report_failure
 from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.client.tls import TLSOptions
 from fastworker.protocol import FastworkerError, StorageError
@@ -59,6 +59,7 @@ async def _serve_until_signalled(
     service: _Service,
     refused: Callable[[], asyncio.Future[Any] | None] = lambda: None,
     ends_itself: Callable[[], asyncio.Future[int] | None] = lambda: None,
+    log_format: str = "text",
 ) -> int:
     """Run until SIGTERM or SIGINT, or until the service ends itself with an exit code,
     stop, and return the exit code.
@@ -84,7 +85,8 @@ async def _serve_until_signalled(
     await service.stop()
     if refusal is not None and refusal.done():
         error = refusal.result()
-        print(f"fastworker: refused by the control plane: {error.message}", file=sys.stderr)
+        text = f"fastworker: refused by the control plane: {error.message}"
+        report_failure(log, log_format, text)
         return ExitCode.REFUSED
     code = ending.result() if ending is not None and ending.done() else ExitCode.OK
     if service.threads_busy:
@@ -164,10 +166,11 @@ async def run_control_plane(options: argparse.Namespace) -> int:
     try:
         metrics = _metrics_server(options, plane)
     except ImportError as exc:
-        print(
+        report_failure(
+            log,
+            options.log_format,
             f"fastworker: --metrics-port needs prometheus-client ({exc}): "
             "pip install 'fastworker-server[metrics]'",
-            file=sys.stderr,
         )
         return ExitCode.USAGE
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
@@ -179,7 +182,7 @@ async def run_control_plane(options: argparse.Namespace) -> int:
             return await _serve_until_signalled(_WithDashboard(plane, options))
     except StorageError as exc:
         # At start only: later, a write the journal refuses refuses its submissions.
-        print(f"fastworker: {exc}", file=sys.stderr)
+        report_failure(log, options.log_format, f"fastworker: {exc}")
         return ExitCode.USAGE
 
 
@@ -218,5 +221,5 @@ async def run_subworker(options: argparse.Namespace) -> int:
     health_port = None if supervisor_fd is not None else options.health_port
     with health.serving(options.health_host, health_port, worker.readiness):
         return await _serve_until_signalled(
-            worker, lambda: worker.refused, lambda: worker.exit_requested
+            worker, lambda: worker.refused, lambda: worker.exit_requested, options.log_format
         )

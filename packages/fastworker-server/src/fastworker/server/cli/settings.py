@@ -15,8 +15,10 @@ from fastworker.client.config import (
     DASHBOARD_HOST,
     DASHBOARD_PORT,
     DASHBOARD_TOKEN,
+    LOG_FORMAT,
     LOG_LEVEL,
     TLS_PEER_SETTINGS,
+    TRACING,
     Command,
     Setting,
     lines,
@@ -281,6 +283,8 @@ CONTROL_PLANE = Command(
         *METRICS_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        TRACING,
+        LOG_FORMAT,
     ),
 )
 
@@ -335,6 +339,8 @@ SUBWORKER = Command(
         *HEALTH_SETTINGS,
         RELOAD,
         LOG_LEVEL,
+        TRACING,
+        LOG_FORMAT,
     ),
 )
 
@@ -344,7 +350,7 @@ CLIENT = Command(
         setting.with_help("the control plane's shared secret, or its `--client-token`")
         if setting is AUTH_TOKEN
         else setting
-        for setting in CLIENT_SETTINGS
+        for setting in (*CLIENT_SETTINGS, TRACING)
     ),
 )
 """What every command that talks to a control plane reads: ``submit``, ``list``, ..."""

@@ -111,6 +111,7 @@ class Admission:
                 queued_at=wall,
                 idempotency_key=request.idempotency_key,
                 retry=request.retry if request.retry is not None else self._own_retry(request.name),
+                headers=request.headers,
             )
             if request.notify:
                 task.watchers.add(peer_id)
@@ -295,4 +296,5 @@ def _again(task: TaskState | None) -> m.TaskRequest:
         timeout=task.timeout,
         retry=task.retry,
         notify=False,
+        headers=task.headers,
     )

@@ -376,6 +376,7 @@ class ControlPlaneCore:
                     "ignored an outcome for task %s from subworker %s, which does not hold it",
                     task_id,
                     worker.worker_id,
+                    extra={"task_id": task_id, "worker_id": worker.worker_id},
                 )
             return  # otherwise a late outcome after the task ran again: the first stands
         assert task is not None

@@ -212,6 +212,7 @@ def _record(task: TaskState) -> TaskRecord:
         retry_of=task.retry_of,
         schedule=task.schedule,
         fire_time=task.fire_time,
+        headers=task.headers,
     )
 
 
@@ -240,4 +241,5 @@ def _task(record: TaskRecord) -> TaskState:
         retry_of=record.retry_of,
         schedule=record.schedule,
         fire_time=record.fire_time,
+        headers=record.headers,
     )

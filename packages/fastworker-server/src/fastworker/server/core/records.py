@@ -95,6 +95,8 @@ class TaskState:
     """For a run of a schedule: the time it was due (Unix)."""
     metrics: NameMetrics | None = None
     """Its name's entry in the metrics, found once when the core learns of the task."""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
+    """The submission's headers (trace context), passed on to every attempt."""
 
     @property
     def retries_left(self) -> bool:

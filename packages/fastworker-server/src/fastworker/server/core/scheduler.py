@@ -149,6 +149,8 @@ class Scheduler:
                 retry_on=task.retry.retry_on
                 if task.retry is not None and task.retries_left
                 else [],
+                headers=task.headers,
+                priority=task.priority,
             )
             entry = batches.get(worker.worker_id)
             if entry is None:
