@@ -49,13 +49,18 @@ CROSS_TEST_TOOLS = (
     "trustme>=1.1",  # certificates made at test time, for the TLS tests
     "watchfiles>=0.21,<2",  # the [reload] extra, for --reload
     "pyyaml>=6",  # reads the compose and Kubernetes files of examples/deploy/
+    "prometheus-client>=0.17,<1",  # the [metrics] extra, for --metrics-port
     "opentelemetry-sdk>=1.20,<2",  # the [otel] extras, with the in-memory span exporter
 )
 # Extra test tools of one package's own tests.
 PACKAGE_TEST_TOOLS: dict[str, tuple[str, ...]] = {
     "protocol": ("hypothesis>=6.100",),  # property tests of the codec
-    "client": ("opentelemetry-sdk>=1.20,<2",),  # the [otel] extra, and its test exporter
-    "server": ("cronsim>=2.7,<3", "opentelemetry-sdk>=1.20,<2"),  # [cron] and [otel]
+    "client": (  # the [prometheus] and [otel] extras, and otel's test exporter
+        "prometheus-client>=0.17,<1",
+        "opentelemetry-sdk>=1.20,<2",
+    ),
+    # [cron] for periodic tasks, [metrics] for --metrics-port, and [otel].
+    "server": ("cronsim>=2.7,<3", "prometheus-client>=0.17,<1", "opentelemetry-sdk>=1.20,<2"),
     "dashboard": ("httpx>=0.27", "httpx2>=2.14"),
 }
 

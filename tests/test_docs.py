@@ -137,3 +137,41 @@ def test_every_command_line_flag_is_documented() -> None:
         f"{command} {flag}" for command, flag in command_flags() if f"`{flag}`" not in documented
     ]
     assert missing == []
+
+
+def _metrics_section() -> str:
+    text = (ROOT / "docs" / "observability.md").read_text()
+    start = text.index("\n## Metrics\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_the_metrics_table_is_the_declared_metrics() -> None:
+    from fastworker.client.prometheus import METRICS
+
+    rows = re.findall(r"^\| `(fastworker_\w+)` \| (\w+) \|([^|]*)\|", _metrics_section(), re.M)
+    documented = [
+        (name, kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows
+    ]
+    assert documented == [(spec.name, spec.kind, spec.labels) for spec in METRICS]
+
+
+def test_the_alert_rules_parse_and_use_only_declared_metrics() -> None:
+    import yaml
+
+    from fastworker.client.prometheus import METRICS
+
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", _metrics_section(), re.DOTALL | re.MULTILINE)
+    (rules,) = [yaml.safe_load(block) for block in blocks if "groups:" in block]
+    declared = {spec.name for spec in METRICS}
+    declared |= {f"{spec.name}_{part}" for spec in METRICS for part in ("bucket", "count", "sum")}
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert {rule["alert"] for rule in alerts} >= {
+        "FastworkerQueueGrowing",
+        "FastworkerDeadLetters",
+        "FastworkerNoSubworkers",
+        "FastworkerQueueWaitHigh",
+    }
+    for rule in alerts:
+        used = set(re.findall(r"fastworker_\w+", rule["expr"]))
+        assert used <= declared, rule["alert"]

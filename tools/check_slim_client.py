@@ -16,6 +16,7 @@ FORBIDDEN = (
     "uvicorn",
     "jinja2",
     "starlette",
+    "prometheus_client",
     "opentelemetry",
     "fastworker.server",
     "fastworker.dashboard",

@@ -132,6 +132,17 @@ async def schedules(client: Client, args: argparse.Namespace) -> dict[str, Any]:
     return {"schedules": [[info.name, info.schedule] for info in listed]}
 
 
+async def metrics(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """A task that succeeds, then the metrics (or the refusal of an older control plane)."""
+    task_id = await client.delay("add", 1, 2)
+    await _outcome(client, task_id)
+    try:
+        reply = await client.metrics()
+    except FastworkerError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"succeeded": {entry.name: entry.succeeded for entry in reply.tasks}}
+
+
 COMMANDS = {
     "roundtrip": roundtrip,
     "submit": submit,
@@ -141,6 +152,7 @@ COMMANDS = {
     "countdown": countdown,
     "dead-letters": dead_letters,
     "schedules": schedules,
+    "metrics": metrics,
 }
 
 

@@ -273,3 +273,19 @@ async def test_schedules_are_listed_or_refused_by_an_older_control_plane(
     else:
         assert out["error"] == "UnsupportedFeatureError"
         assert "does not offer" in out["message"]
+
+
+@pytest.mark.needs(client="metrics")
+async def test_metrics_are_read_or_refused_by_an_older_control_plane(
+    processes: Processes, sides: dict[str, Side]
+) -> None:
+    address, client, _ = await _cluster(processes, sides)
+    try:
+        out = await run_client(sides["client"], "metrics", address)
+    finally:
+        await client.stop()
+    if "metrics" in sides["control_plane"].features:
+        assert out["succeeded"]["add"] == 1
+    else:
+        assert out["error"] == "UnsupportedFeatureError"
+        assert "does not offer" in out["message"]

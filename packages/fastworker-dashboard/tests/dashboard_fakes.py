@@ -40,7 +40,8 @@ class FakeSource:
     ``dead_letters_supported = False`` makes it an older control plane without the list.
 
     ``periodic`` is its list of schedules, as the control plane reports them (by name);
-    ``schedules_supported = False`` makes it an older control plane without them."""
+    ``schedules_supported = False`` makes it an older control plane without them, and
+    ``metrics_supported = False`` one without metrics."""
 
     def __init__(self) -> None:
         self.address = "ipc:///fake/control-plane.sock"
@@ -72,6 +73,10 @@ class FakeSource:
         """(offset, limit) of each dead-letter page asked for."""
         self.periodic: list[m.ScheduleInfo] = []
         self.schedules_supported = True
+        self.task_metrics: list[m.TaskMetrics] = []
+        """What ``metrics()`` reports per task name (histograms over ``[0.1, 1.0]``)."""
+        self.metrics_supported = True
+        self.metrics_queries = 0
 
     def _check(self) -> None:
         if self.down:
@@ -291,6 +296,30 @@ class FakeSource:
                 "release)"
             )
         return sorted(self.periodic, key=lambda s: s.name)
+
+    async def metrics(self) -> m.MetricsReply:
+        self._check()
+        if not self.metrics_supported:
+            raise UnsupportedFeatureError(
+                f"this asks for metrics, which the control plane at {self.address} does not "
+                "offer ('metrics' is not among its features: it runs an older release)"
+            )
+        self.metrics_queries += 1
+        return m.MetricsReply(
+            request_id=0,
+            buckets=[0.1, 1.0],
+            tasks=self.task_metrics,
+            queue_depth=self.depth,
+            running=self.counters.running,
+            scheduled=self.counters.scheduled,
+            requeued=self.counters.requeued,
+            dead_letters=len(self.dead),
+            dead_letters_dropped=self.dropped,
+            workers=[
+                m.WorkerLoad(worker_id=w.worker_id, state=w.state, load=w.load, slots=w.slots)
+                for w in self.workers
+            ],
+        )
 
 
 def make_app(fake: FakeSource, prefix: str = "", **options: Any) -> FastAPI:

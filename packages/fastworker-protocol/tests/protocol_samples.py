@@ -275,6 +275,37 @@ SAMPLES_1_1: dict[str, m.Message] = {
         features=[FEATURE_LEASES],
     ),
     "heartbeat": m.Heartbeat(sent_at=1_790_000_001.0, load=2, draining=True, running=["a1", "a2"]),
+    "metrics": m.MetricsQuery(request_id=24),
+    "metrics_reply": m.MetricsReply(
+        request_id=24,
+        buckets=[0.001, 0.01, 0.1, 1.0],
+        tasks=[
+            m.TaskMetrics(
+                name="add",
+                submitted=12,
+                succeeded=7,
+                failed=3,
+                retried=2,
+                cancelled=1,
+                latency=[
+                    m.LatencyHistograms(
+                        priority=TaskPriority.HIGH,
+                        queue_wait=m.Histogram(counts=[9, 2, 1, 0, 0], sum=0.125),
+                        run=m.Histogram(counts=[0, 5, 4, 2, 1], sum=3.5),
+                    )
+                ],
+            ),
+            m.TaskMetrics(name="_other", submitted=1),
+        ],
+        queue_depth=m.QueueDepth(critical=1, high=2, normal=3, low=400),
+        running=4,
+        scheduled=7,
+        requeued=2,
+        dead_letters=3,
+        dead_letters_dropped=1,
+        workers=[m.WorkerLoad(worker_id="fast-1", state=WorkerState.DRAINING, load=2, slots=4)],
+        journal_commits=m.Histogram(counts=[10, 20, 1, 0, 0], sum=0.25),
+    ),
 }
 
 SAMPLES_BY_VERSION: dict[str, dict[str, m.Message]] = {"1.0": SAMPLES, "1.1": SAMPLES_1_1}

@@ -19,6 +19,7 @@ from fastworker.protocol import (
     FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
     FEATURE_LEASES,
+    FEATURE_METRICS,
     FEATURE_RETRIES,
     FEATURE_SCHEDULES,
     TaskPriority,
@@ -276,6 +277,7 @@ def test_clients_hear_of_the_features_and_a_1_0_peer_never_of_scheduled() -> Non
         FEATURE_RETRIES,
         FEATURE_DEAD_LETTERS,
         FEATURE_SCHEDULES,
+        FEATURE_METRICS,
     }
     (task_id,) = h.submit("add", countdown=60.0)
     assert h.status(task_id).status is TaskStatus.SCHEDULED

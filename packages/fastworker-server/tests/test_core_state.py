@@ -527,6 +527,7 @@ class FlakyJournal:
 
     path = "flaky.sqlite3"
     sync = "normal"
+    commit_times = None
 
     def __init__(self) -> None:
         self.rows: dict[str, TaskRecord] = {}

@@ -9,6 +9,7 @@ FEATURES: frozenset[str] = frozenset(
         "batch-idempotency-keys",
         "dead-letters",
         "delay",
+        "metrics",
         "retries",
         "schedules",
     }

@@ -26,6 +26,7 @@ from fastworker.protocol import (
     ENV_PREFIX,
     FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
+    FEATURE_METRICS,
     FEATURE_RETRIES,
     FEATURE_SCHEDULES,
     MAX_IDS_PER_MESSAGE,
@@ -35,6 +36,7 @@ from fastworker.protocol import (
     FastworkerError,
     FrameTooLargeError,
     NotConnectedError,
+    ProtocolError,
     RequestTimeoutError,
     ResultTimeoutError,
     TaskNotFoundError,
@@ -585,6 +587,21 @@ class Client:
         reply = await self._request(lambda rid: m.SchedulesQuery(request_id=rid), m.SchedulesReply)
         return reply.schedules
 
+    async def metrics(self) -> m.MetricsReply:
+        """The control plane's counters and duration histograms per task name since it
+        started, and its gauges now (queue depth, subworkers' load, dead letters), for
+        monitoring; :mod:`fastworker.client.prometheus` turns them into Prometheus
+        metrics.
+
+        Raises:
+            UnsupportedFeatureError: the control plane keeps no metrics (older).
+            ProtocolError: a histogram whose counts do not match the reply's buckets.
+        """
+        self._needs(FEATURE_METRICS, "metrics")
+        reply = await self._request(lambda rid: m.MetricsQuery(request_id=rid), m.MetricsReply)
+        _check_buckets(reply)
+        return reply
+
     def _needs(self, feature: str, what: str) -> None:
         self._running_loop()  # not started: NotConnectedError first
         self._check_offered(feature, f"this asks for {what}")
@@ -837,6 +854,24 @@ def _task_request(
         countdown=start[0],
         eta=start[1],
     )
+
+
+def _check_buckets(reply: m.MetricsReply) -> None:
+    """Refuse a reply whose histograms cannot be read against its bucket bounds (the
+    decoder checks each list's length, not that they agree)."""
+    bounds = reply.buckets
+    if any(low >= high for low, high in itertools.pairwise(bounds)):
+        raise ProtocolError(f"the metrics reply's bucket bounds do not increase: {bounds}")
+    histograms = [reply.journal_commits] if reply.journal_commits is not None else []
+    for entry in reply.tasks:
+        for latency in entry.latency:
+            histograms += (latency.queue_wait, latency.run)
+    for histogram in histograms:
+        if len(histogram.counts) != len(bounds) + 1:
+            raise ProtocolError(
+                f"a histogram of the metrics reply has {len(histogram.counts)} counts for "
+                f"{len(bounds)} bucket bounds"
+            )
 
 
 def _before_submit(hooks: tuple[Hook, ...], requests: list[m.TaskRequest]) -> list[Submission]:

@@ -448,6 +448,10 @@ class SyncClient:
         """As :meth:`fastworker.client.Client.schedules`."""
         return self._request(lambda client: client.schedules())
 
+    def metrics(self) -> m.MetricsReply:
+        """As :meth:`fastworker.client.Client.metrics`."""
+        return self._request(lambda client: client.metrics())
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _request(

@@ -50,6 +50,8 @@ class DashboardSource(Protocol):
 
     async def schedules(self) -> list[m.ScheduleInfo]: ...
 
+    async def metrics(self) -> m.MetricsReply: ...
+
 
 _CLIENT_IS_A_SOURCE: type[DashboardSource] = Client
 """Makes the type checker prove that Client has every call, with these signatures."""

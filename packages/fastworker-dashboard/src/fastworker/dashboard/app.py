@@ -46,10 +46,12 @@ from fastworker.protocol import (
     TaskPriority,
     TaskStatus,
     TransportError,
+    UnsupportedFeatureError,
 )
 
 from . import _dead_letters as dead_letters
 from . import _format
+from . import _prometheus as prometheus
 from . import _schedules as schedules
 from ._htmx import HTMX_FILE, HTMX_VERSION
 from ._metrics import Sampler
@@ -278,6 +280,9 @@ class _Dashboard:
         self._add("/api/dead-letters", "api_dead_letters", self.api_dead_letters)
         self._add("/api/schedules", "api_schedules", self.api_schedules)
         self._add("/api/tasks/{task_id:path}", "api_task", self.api_task)
+        # For Prometheus: behind the same guard as the API (a Bearer token), and not a
+        # reader of the page, so a scrape does not keep the sampler running.
+        self._add("/metrics", "metrics", self.metrics, watched=False)
         self._add("/static/{filename}", "static", self.static, guarded=False)
         # Probes carry no token; unguarded, it says only whether the control plane answers.
         self._add("/healthz", "healthz", self.healthz, guarded=False)
@@ -292,13 +297,15 @@ class _Dashboard:
         *,
         method: str = "GET",
         guarded: bool = True,
+        watched: bool = True,
     ) -> None:
         async def endpoint(request: Request) -> Response:
             if guarded:
                 denied = self._check_access(request)
                 if denied is not None:
                     return denied
-                self.sampler.touch()
+                if watched:
+                    self.sampler.touch()
             try:
                 response = await handler(request)
             except _BadRequest as exc:
@@ -327,7 +334,11 @@ class _Dashboard:
         return path.rstrip("/") or "/"
 
     def _is_api(self, request: Request) -> bool:
-        return request.url.path.startswith(self.url(request, "api_overview").rsplit("/", 1)[0])
+        """Whether a program asks (the JSON API, or a scrape of ``/metrics``), not a
+        browser: it gets JSON errors, and a ``?token=`` is not traded for a cookie."""
+        path = request.url.path
+        api = self.url(request, "api_overview").rsplit("/", 1)[0]
+        return path.startswith(api) or path == self.url(request, "metrics")
 
     def _check_access(self, request: Request) -> Response | None:
         if not self.access.enabled:
@@ -685,6 +696,16 @@ class _Dashboard:
         for key in ("args_text", "kwargs_text", "value_text"):
             task.pop(key, None)
         return self._json(task)
+
+    async def metrics(self, request: Request) -> Response:
+        client = self.client()
+        try:
+            text = await prometheus.scrape(client)
+        except UnsupportedFeatureError:
+            return self._unsupported_json(prometheus.UNSUPPORTED)
+        except TransportError as exc:
+            return self._unreachable_json(self._unreachable(client, exc))
+        return Response(text, media_type=prometheus.CONTENT_TYPE)
 
     def _unsupported_json(self, message: str) -> Response:
         return self._json({"error": "unsupported_feature", "message": message}, 501)

@@ -27,6 +27,7 @@ __all__ = [
     "FEATURE_DEAD_LETTERS",
     "FEATURE_DELAY",
     "FEATURE_LEASES",
+    "FEATURE_METRICS",
     "FEATURE_RETRIES",
     "FEATURE_SCHEDULES",
     "MAX_FRAME_BYTES",
@@ -37,6 +38,9 @@ __all__ = [
     "MAX_MESSAGES_PER_FRAME",
     "MAX_PAYLOAD_BYTES",
     "MAX_SCHEDULES",
+    "METRICS_BUCKETS",
+    "METRICS_MAX_TASK_NAMES",
+    "METRICS_OTHER_TASK",
 ]
 
 ENV_PREFIX: Final = "FASTWORKER_"
@@ -134,3 +138,34 @@ MAX_SCHEDULES: Final = 1000
 FEATURE_DEAD_LETTERS: Final = "dead-letters"
 """A control plane that keeps failed tasks in a dead-letter list clients can list, retry
 and purge. Protocol 1.1."""
+
+FEATURE_METRICS: Final = "metrics"
+"""A control plane that answers :class:`~fastworker.protocol.messages.MetricsQuery` with
+its counters, histograms and gauges. Protocol 1.1."""
+
+METRICS_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+    60.0,
+)
+"""Upper bounds, in seconds, of the buckets of every duration histogram (queue wait, run
+time, journal commit); one more bucket counts what is longer. A reply carries the bounds
+it was counted with, so a receiver never assumes its own."""
+
+METRICS_MAX_TASK_NAMES: Final = 1000
+"""Task names the control plane keeps metrics for; the names past it share the series of
+:data:`METRICS_OTHER_TASK`, so the number of series stays bounded."""
+
+METRICS_OTHER_TASK: Final = "_other"
+"""The ``task`` label of every name past :data:`METRICS_MAX_TASK_NAMES`."""

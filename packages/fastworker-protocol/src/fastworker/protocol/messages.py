@@ -31,6 +31,7 @@ from .constants import (
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGES_PER_FRAME,
     MAX_SCHEDULES,
+    METRICS_MAX_TASK_NAMES,
 )
 from .priority import TaskPriority
 
@@ -52,9 +53,13 @@ __all__ = [
     "Goodbye",
     "HandBack",
     "Heartbeat",
+    "Histogram",
     "HistoryQuery",
     "HistoryReply",
+    "LatencyHistograms",
     "Message",
+    "MetricsQuery",
+    "MetricsReply",
     "Overview",
     "OverviewQuery",
     "PurgeDead",
@@ -74,6 +79,7 @@ __all__ = [
     "SubmitTask",
     "TaskAssignment",
     "TaskInfo",
+    "TaskMetrics",
     "TaskOutcome",
     "TaskRequest",
     "TaskStatus",
@@ -83,6 +89,7 @@ __all__ = [
     "Welcome",
     "WorkerHello",
     "WorkerInfo",
+    "WorkerLoad",
     "WorkerState",
     "WorkerWelcome",
 ]
@@ -361,6 +368,54 @@ class Counters(_Body):
     """Tasks in the dead-letter list now (protocol 1.1)."""
 
 
+class Histogram(_Body):
+    """Durations counted into the buckets of :attr:`MetricsReply.buckets` (protocol 1.1).
+    ``counts[i]`` counts those at most ``buckets[i]`` and above ``buckets[i - 1]``, the
+    last one those above every bound: not cumulative, one more count than bounds."""
+
+    counts: Annotated[list[Count], Meta(max_length=64)]
+    sum: Annotated[float, Meta(ge=0)] = 0.0
+    """Seconds, all observations together."""
+
+
+class LatencyHistograms(_Body):
+    """One task name's durations at one priority (protocol 1.1)."""
+
+    priority: TaskPriority
+    queue_wait: Histogram
+    """From joining the queue (submitted, due, or taken back from a lost worker) to being
+    dispatched; one observation per dispatch."""
+    run: Histogram
+    """From start to end of an attempt, as whoever ran it reported (one observation per
+    outcome received, retried failures included)."""
+
+
+class TaskMetrics(_Body):
+    """Counts since the control plane started, and durations, of one task name (protocol
+    1.1). Names past :data:`~fastworker.protocol.METRICS_MAX_TASK_NAMES` share the entry
+    named :data:`~fastworker.protocol.METRICS_OTHER_TASK`."""
+
+    name: TaskName
+    submitted: Count = 0
+    succeeded: Count = 0
+    failed: Count = 0
+    """Ended failed: every one also entered the dead-letter list."""
+    retried: Count = 0
+    """Attempts that failed and were scheduled again."""
+    cancelled: Count = 0
+    latency: Annotated[list[LatencyHistograms], Meta(max_length=len(TaskPriority))] = []
+    """The priorities with any observation, most urgent first."""
+
+
+class WorkerLoad(_Body):
+    """A connected subworker's load, for :class:`MetricsReply` (protocol 1.1)."""
+
+    worker_id: PeerId
+    state: WorkerState
+    load: Count
+    slots: Count
+
+
 # --- client -> control plane ------------------------------------------------------------
 
 
@@ -465,6 +520,13 @@ class PurgeDead(_Message, tag="purge_dead"):
 class SchedulesQuery(_Message, tag="schedules"):
     """Every periodic task's schedule; answered by :class:`SchedulesReply`. Protocol 1.1
     (``FEATURE_SCHEDULES``)."""
+
+    request_id: RequestId
+
+
+class MetricsQuery(_Message, tag="metrics"):
+    """Counters, histograms and gauges for monitoring; answered by :class:`MetricsReply`.
+    Protocol 1.1 (``FEATURE_METRICS``)."""
 
     request_id: RequestId
 
@@ -590,6 +652,31 @@ class SchedulesReply(_Message, tag="schedules_reply"):
     schedules: Annotated[list[ScheduleInfo], Meta(max_length=MAX_SCHEDULES)] = []
 
 
+class MetricsReply(_Message, tag="metrics_reply"):
+    """Answer to :class:`MetricsQuery`: counts since the control plane started and what
+    holds now. Protocol 1.1."""
+
+    request_id: RequestId
+    buckets: Annotated[list[Annotated[float, Meta(gt=0)]], Meta(max_length=63)]
+    """Upper bounds (seconds, increasing) of every :class:`Histogram` in this reply."""
+    tasks: Annotated[list[TaskMetrics], Meta(max_length=METRICS_MAX_TASK_NAMES + 1)]
+    """Per task name, sorted by name."""
+    queue_depth: QueueDepth
+    running: Count
+    scheduled: Count
+    """Waiting for their time: a countdown, an ETA or a retry's backoff."""
+    requeued: Count
+    """Tasks taken back from a lost or draining subworker since the start."""
+    dead_letters: Count
+    """In the dead-letter list now."""
+    dead_letters_dropped: Count
+    """Dropped past the dead-letter list's bound since the start."""
+    workers: Annotated[list[WorkerLoad], Meta(max_length=MAX_MESSAGES_PER_FRAME)]
+    """Connected subworkers, draining ones included."""
+    journal_commits: Histogram | None = None
+    """Durations of the journal's transactions; None without a journal."""
+
+
 class ErrorReply(_Message, tag="error"):
     """A request was refused or could not be read. ``request_id`` is None when the
     frame was unreadable and the request it carried is unknown."""
@@ -691,6 +778,7 @@ Message = (
     | RetryDead
     | PurgeDead
     | SchedulesQuery
+    | MetricsQuery
     | Welcome
     | Accepted
     | Results
@@ -703,6 +791,7 @@ Message = (
     | RetriedDead
     | PurgedDead
     | SchedulesReply
+    | MetricsReply
     | ErrorReply
     | WorkerHello
     | WorkerWelcome

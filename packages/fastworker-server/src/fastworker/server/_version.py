@@ -11,6 +11,7 @@ FEATURES: frozenset[str] = frozenset(
         "drain",
         "journal",
         "leases",
+        "metrics",
         "retries",
         "schedules",
     }

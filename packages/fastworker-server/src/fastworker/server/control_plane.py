@@ -198,6 +198,10 @@ class ControlPlane:
         """Queue depth, subworkers (connected, then recently lost), tasks and counters."""
         return self.core.overview(request_id)
 
+    def metrics(self) -> m.MetricsReply:
+        """The core's metrics, copied; call on the control plane's event loop."""
+        return self.core.metrics_reply()
+
     # --- events in ----------------------------------------------------------------------
 
     def _on_frames(self, frames: list[tuple[Peer, bytes]]) -> None:

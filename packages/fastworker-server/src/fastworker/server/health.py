@@ -22,7 +22,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from fastworker.protocol import ConfigurationError
@@ -31,11 +31,16 @@ __all__ = [
     "DEFAULT_HEALTH_HOST",
     "LOOP_ANSWER_TIMEOUT",
     "HealthServer",
+    "LoopHTTPServer",
     "NoAnswer",
     "ReadinessCheck",
+    "Reply",
+    "Responder",
     "Verdict",
     "answer",
     "ask_loop",
+    "call_on_loop",
+    "json_reply",
     "serving",
 ]
 
@@ -68,6 +73,20 @@ class NoAnswer:
 Verdict = str | NoAnswer | None
 """What the event loop said: None (ready), why it is not ready, or no answer."""
 
+Reply = tuple[int, str, bytes]
+"""An HTTP answer: status code, media type, body."""
+
+Responder = Callable[[str, str, str], Reply]
+"""Called in a request's thread with its method, target and ``Host`` header; it may ask
+the event loop (:func:`call_on_loop`), and must do so with a bound."""
+
+_T = TypeVar("_T")
+_Served = TypeVar("_Served", bound="LoopHTTPServer")
+
+
+def json_reply(status: int, body: dict[str, str]) -> Reply:
+    return status, "application/json", json.dumps(body).encode()
+
 
 def answer(method: str, target: str, readiness: Verdict) -> tuple[int, dict[str, str]]:
     """The status code and JSON body for one request, given what the event loop said
@@ -89,13 +108,25 @@ def ask_loop(
 ) -> Verdict:
     """Run ``check`` on ``loop`` from another thread and return what it said, within
     ``timeout`` seconds."""
-    reply: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+    try:
+        return call_on_loop(loop, check, timeout)
+    except Exception as exc:
+        return f"the readiness check failed: {exc}"
+
+
+def call_on_loop(
+    loop: asyncio.AbstractEventLoop, call: Callable[[], _T], timeout: float = LOOP_ANSWER_TIMEOUT
+) -> _T | NoAnswer:
+    """Run ``call`` on ``loop`` from another thread and return its result (or raise what it
+    raised), or :class:`NoAnswer` when the loop does not run it within ``timeout``
+    seconds: state that lives on the loop is read only there."""
+    reply: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
     def on_loop() -> None:
         if not reply.set_running_or_notify_cancel():
             return
         try:
-            reply.set_result(check())
+            reply.set_result(call())
         except Exception as exc:
             reply.set_exception(exc)
 
@@ -108,23 +139,35 @@ def ask_loop(
     except concurrent.futures.TimeoutError:
         reply.cancel()
         return NoAnswer(f"the event loop did not answer within {timeout} s")
-    except Exception as exc:
-        return f"the readiness check failed: {exc}"
+
+
+def _probes(loop: asyncio.AbstractEventLoop, check: ReadinessCheck) -> Responder:
+    """``/healthz`` and ``/readyz``, by :func:`answer`."""
+
+    def respond(method: str, target: str, host: str) -> Reply:
+        # Only a probe of a known path with a known method costs a trip to the loop.
+        readiness: Verdict = None
+        if urlsplit(target).path in _PATHS and method in _METHODS:
+            readiness = ask_loop(loop, check)
+        return json_reply(*answer(method, target, readiness))
+
+    return respond
 
 
 class _Handler(BaseHTTPRequestHandler):
     timeout = REQUEST_TIMEOUT  # a socket timeout: the bound on reading the request
 
     def _answer(self) -> None:
-        # Only a probe of a known path with a known method costs a trip to the loop.
-        path = urlsplit(self.path).path
-        readiness: Verdict = None
-        if path in _PATHS and self.command in _METHODS:
-            server = self.server
-            assert isinstance(server, _Server)
-            readiness = ask_loop(server.loop, server.check)
-        status, body = answer(self.command, self.path, readiness)
-        self._send(status, body)
+        server = self.server
+        assert isinstance(server, _Server)
+        try:
+            reply = server.respond(self.command, self.path, self.headers.get("Host", ""))
+        except Exception as exc:
+            log.exception("answering %s %s failed", self.command, self.path)
+            reply = json_reply(
+                HTTPStatus.INTERNAL_SERVER_ERROR, {"status": "error", "reason": str(exc)}
+            )
+        self._send(*reply)
 
     def __getattr__(self, name: str) -> Any:
         # BaseHTTPRequestHandler looks up do_<METHOD> and answers 501 when there is none;
@@ -139,12 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # unreadable, not 0.9: send a status line
-        self._send(code, {"status": "bad request", "reason": reason})
+        self._send(*json_reply(code, {"status": "bad request", "reason": reason}))
 
-    def _send(self, status: int, body: dict[str, str]) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, status: int, media_type: str, data: bytes) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
@@ -163,11 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], loop: asyncio.AbstractEventLoop, check: ReadinessCheck
-    ) -> None:
-        self.loop = loop
-        self.check = check
+    def __init__(self, address: tuple[str, int], respond: Responder) -> None:
+        self.respond = respond
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.address = address
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -200,15 +239,27 @@ class _Server(ThreadingHTTPServer):
         log.debug("health check from %s failed", client_address, exc_info=True)
 
 
-class HealthServer:
-    """``/healthz`` and ``/readyz`` on ``host:port`` (0 picks a free port), answered by
-    the running event loop and ``check``. Use as ``with HealthServer(...):`` inside the
-    loop, around the service it reports on."""
+class LoopHTTPServer:
+    """A small HTTP server on ``host:port`` (0 picks a free port) in a daemon thread, whose
+    answers come from ``responder(loop)``, made with the running event loop at start: no
+    web framework, at most :data:`MAX_CONNECTIONS` requests at once, each with
+    :data:`REQUEST_TIMEOUT` to arrive. ``what`` names it in errors and logs; ``paths``
+    are listed in the log line. Use as ``with ...:`` inside the loop."""
 
-    def __init__(self, host: str, port: int, check: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        responder: Callable[[asyncio.AbstractEventLoop], Responder],
+        *,
+        what: str,
+        paths: tuple[str, ...],
+    ) -> None:
         self.host = host
         self.requested_port = port
-        self.check = check
+        self.responder = responder
+        self.what = what
+        self.paths = paths
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,21 +276,22 @@ class HealthServer:
         Raises:
             ConfigurationError: ``host:port`` cannot be bound.
         """
-        loop = asyncio.get_running_loop()
+        respond = self.responder(asyncio.get_running_loop())
         try:
-            self._server = _Server((self.host, self.requested_port), loop, self.check)
+            self._server = _Server((self.host, self.requested_port), respond)
         except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
             raise ConfigurationError(
-                f"the health checks cannot listen on {self.host}:{self.requested_port}: {exc}"
+                f"the {self.what} cannot listen on {self.host}:{self.requested_port}: {exc}"
             ) from exc
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},
-            name="fastworker-health",
+            name=f"fastworker-{self.what.replace(' ', '-')}",
             daemon=True,
         )
         self._thread.start()
-        log.info("health checks on http://%s:%d/healthz and /readyz", self.host, self.port)
+        base = f"http://{self.host}:{self.port}"
+        log.info("%s on %s", self.what, " and ".join(base + path for path in self.paths))
 
     def close(self) -> None:
         """Stop serving; probes after this find nothing listening."""
@@ -251,7 +303,7 @@ class HealthServer:
         if self._thread is not None:
             self._thread.join(_CLOSE_TIMEOUT)
 
-    def __enter__(self) -> HealthServer:
+    def __enter__(self: _Served) -> _Served:
         self.start()
         return self
 
@@ -262,6 +314,22 @@ class HealthServer:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class HealthServer(LoopHTTPServer):
+    """``/healthz`` and ``/readyz`` on ``host:port`` (0 picks a free port), answered by
+    the running event loop and ``check``. Use as ``with HealthServer(...):`` inside the
+    loop, around the service it reports on."""
+
+    def __init__(self, host: str, port: int, check: ReadinessCheck) -> None:
+        super().__init__(
+            host,
+            port,
+            lambda loop: _probes(loop, check),
+            what="health checks",
+            paths=_PATHS,
+        )
+        self.check = check
 
 
 def serving(

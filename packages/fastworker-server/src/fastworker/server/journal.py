@@ -16,6 +16,8 @@ import msgspec
 from fastworker.protocol import ConfigurationError, TaskPriority
 from fastworker.protocol.messages import ErrorInfo, RetryPolicy, TaskOutcome, TaskStatus
 
+from .histograms import Histogram
+
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
     "JOURNAL_SYNC_MODES",
@@ -98,6 +100,12 @@ class Journal(Protocol):
     sync: str
     """One of :data:`JOURNAL_SYNC_MODES`."""
 
+    @property
+    def commit_times(self) -> Histogram | None:
+        """How long each :meth:`write` that stored something took, for the metrics;
+        None for a store that does not measure (no journal)."""
+        ...
+
     def load(self) -> list[TaskRecord]:
         """Every stored task, in no particular order. Raises StorageError for a record
         that cannot be read, naming its task."""
@@ -135,6 +143,7 @@ class MemoryJournal:
     def __init__(self, *, sync: str = "normal") -> None:
         self.path = MEMORY_JOURNAL_PATH
         self.sync = check_sync_mode(sync)
+        self.commit_times: Histogram | None = None
 
     def load(self) -> list[TaskRecord]:
         return []

@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ import msgspec
 
 from fastworker.protocol import StorageError
 
+from .histograms import Histogram
 from .journal import ScheduleRecord, TaskRecord, check_sync_mode
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal", "ignore_file_size_signal"]
@@ -76,6 +78,8 @@ class SqliteJournal:
     def __init__(self, path: str, *, sync: str = "normal") -> None:
         self.path = path
         self.sync = check_sync_mode(sync)
+        self.commit_times = Histogram()
+        """Seconds each write that stored something took, encoding to commit."""
         self._wal_path = path + "-wal"
         self._pid_path = path + "-pid"
         connection = _open(path, sync, self._pid_path)
@@ -117,6 +121,7 @@ class SqliteJournal:
         connection = self._require_open()
         if not upserts and not deletes and not schedules and not schedule_deletes:
             return
+        started = time.perf_counter()
         try:
             blobs = [_ENCODER.encode(record) for record in upserts]
             schedule_rows = [(record.name, _ENCODER.encode(record)) for record in schedules]
@@ -165,6 +170,7 @@ class SqliteJournal:
                 f"could not write to journal {self.path}: {_describe(exc)}; nothing was stored"
             ) from exc
         self._next_key = next_key
+        self.commit_times.observe(time.perf_counter() - started)
 
     def size(self) -> int:
         return _file_size(self.path) + _file_size(self._wal_path)

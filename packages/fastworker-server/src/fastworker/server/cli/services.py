@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -162,14 +163,39 @@ async def run_control_plane(options: argparse.Namespace) -> int:
         ControlPlaneSettings, vars(options), schedules=tuple(options.schedule)
     )
     plane = ControlPlane(registry, settings)
+    try:
+        metrics = _metrics_server(options, plane)
+    except ImportError as exc:
+        report_failure(
+            log,
+            options.log_format,
+            f"fastworker: --metrics-port needs prometheus-client ({exc}): "
+            "pip install 'fastworker-server[metrics]'",
+        )
+        return ExitCode.USAGE
     log.info("tasks: %s", ", ".join(registry.names()) or "none")
     try:
-        with health.serving(options.health_host, options.health_port, plane.readiness):
+        with (
+            health.serving(options.health_host, options.health_port, plane.readiness),
+            metrics,
+        ):
             return await _serve_until_signalled(_WithDashboard(plane, options))
     except StorageError as exc:
         # At start only: later, a write the journal refuses refuses its submissions.
         report_failure(log, options.log_format, f"fastworker: {exc}")
         return ExitCode.USAGE
+
+
+def _metrics_server(
+    options: argparse.Namespace, plane: ControlPlane
+) -> contextlib.AbstractContextManager[object]:
+    """``--metrics-port``'s server, or one that serves nothing. Raises ImportError without
+    prometheus-client (the ``metrics`` extra)."""
+    if options.metrics_port is None:
+        return contextlib.nullcontext()
+    from ..metrics_http import MetricsServer
+
+    return MetricsServer(options.metrics_host, options.metrics_port, plane.metrics)
 
 
 async def run_subworker(options: argparse.Namespace) -> int:

@@ -98,6 +98,22 @@ HEALTH_SETTINGS = (
     ),
 )
 
+METRICS_SETTINGS = (
+    Setting(
+        "metrics_host",
+        "where `--metrics-port` listens",
+        default=DEFAULT_HEALTH_HOST,
+    ),
+    Setting(
+        "metrics_port",
+        "serve `GET /metrics` in Prometheus's text format over plain HTTP on this port, for "
+        "installs without the dashboard ([observability](observability.md#metrics)); needs "
+        "the `metrics` extra (prometheus-client); 0 picks a free one",
+        non_negative_int,
+        shown_default="off",
+    ),
+)
+
 CONTROL_PLANE = Command(
     "control-plane",
     (
@@ -264,6 +280,7 @@ CONTROL_PLANE = Command(
             kind="switch",
         ),
         *HEALTH_SETTINGS,
+        *METRICS_SETTINGS,
         RELOAD,
         LOG_LEVEL,
         TRACING,

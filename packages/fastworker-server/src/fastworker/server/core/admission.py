@@ -49,6 +49,7 @@ class Admission:
         """The latest submitted tasks, oldest first: what history queries search."""
         self._scheduler = scheduler
         self.dirty = scheduler.dirty
+        self.metrics = scheduler.metrics
         self.dead = DeadLetters(settings.dead_letters, counters, self.dirty)
         self._cache = cache
         self._counters = counters
@@ -117,11 +118,12 @@ class Admission:
             self.restore(task)
             self.dirty.add(task_id)
             self._counters.submitted += 1
+            (task.metrics or self.metrics.of(task.name)).submitted += 1
             start = _start(request, wall)
             if start > wall:
                 self._scheduler.schedule(task, now + (start - wall), start)
             else:
-                self._scheduler.enqueue(task)
+                self._scheduler.enqueue(task, now)
         return ids, fresh
 
     def retry_dead(
@@ -164,6 +166,7 @@ class Admission:
     def restore(self, task: TaskState) -> None:
         """Know a task: a new one, or one read back at start. An unfinished one counts
         as active; a finished one goes to the cache with :meth:`restore_finished`."""
+        task.metrics = self.metrics.of(task.name)
         if not task.status.is_final:
             self.active[task.task_id] = task
         self.recent.append(task)
@@ -228,12 +231,16 @@ class Admission:
         task.done = now
         self.active.pop(task.task_id, None)
         self.dirty.add(task.task_id)
+        metrics = task.metrics or self.metrics.of(task.name)
         if outcome.status is TaskStatus.SUCCEEDED:
             self._counters.succeeded += 1
+            metrics.succeeded += 1
         elif outcome.status is TaskStatus.CANCELLED:
             self._counters.cancelled += 1
+            metrics.cancelled += 1
         else:
             self._counters.failed += 1
+            metrics.failed += 1
             self.dead.add(task)
         for evicted in self._cache.add(task):
             self._forget(evicted)

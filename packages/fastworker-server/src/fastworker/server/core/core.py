@@ -22,9 +22,11 @@ from fastworker.client.tasks import TaskRegistry
 from fastworker.protocol import (
     FEATURE_DEAD_LETTERS,
     FEATURE_DELAY,
+    FEATURE_METRICS,
     FEATURE_RETRIES,
     FEATURE_SCHEDULES,
     MAX_MESSAGES_PER_FRAME,
+    METRICS_BUCKETS,
     AuthenticationError,
     ConnectionLimitError,
     FastworkerError,
@@ -42,6 +44,7 @@ from .admission import Admission
 from .cache import ResultCache
 from .durability import Durability
 from .fleet import Fleet
+from .metrics import TaskMetricsBook
 from .peers import WORKER_ONLY, Peers
 from .records import LOCAL_WORKER_ID, Connection, TaskState, WorkerRecord, error_info
 from .scheduler import Scheduler
@@ -55,7 +58,13 @@ log = logging.getLogger("fastworker.control_plane")
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED})
 _SCHEDULES_PEER = -1
 """Who submits the runs of periodic tasks: no connection (no one watches them)."""
-CLIENT_FEATURES = [FEATURE_DELAY, FEATURE_RETRIES, FEATURE_DEAD_LETTERS, FEATURE_SCHEDULES]
+CLIENT_FEATURES = [
+    FEATURE_DELAY,
+    FEATURE_RETRIES,
+    FEATURE_DEAD_LETTERS,
+    FEATURE_SCHEDULES,
+    FEATURE_METRICS,
+]
 """What this control plane does for clients beyond protocol 1.0 (``Welcome.features``)."""
 
 
@@ -84,7 +93,8 @@ class ControlPlaneCore:
         self.started_at = now + wall_offset
         self.counters = m.Counters()
         self.cache = ResultCache(settings.result_cache_size, settings.result_ttl)
-        self.scheduler = Scheduler(self.counters, set())
+        self.metrics = TaskMetricsBook()
+        self.scheduler = Scheduler(self.counters, set(), self.metrics)
         self.workers: dict[str, WorkerRecord] = {}
         self.admission = Admission(
             registry, settings, self.scheduler, self.cache, self.counters, self.workers
@@ -220,6 +230,8 @@ class ControlPlaneCore:
             case m.SchedulesQuery(request_id=request_id):
                 reply = m.SchedulesReply(request_id=request_id, schedules=self.schedules.infos())
                 self.sends.append((peer.id, reply))
+            case m.MetricsQuery(request_id=request_id):
+                self.sends.append((peer.id, self.metrics_reply(request_id)))
             case m.HistoryQuery():
                 self.sends.append(
                     (peer.id, self.peers.decodable(peer.id, self.admission.history(message)))
@@ -368,8 +380,16 @@ class ControlPlaneCore:
                 )
             return  # otherwise a late outcome after the task ran again: the first stands
         assert task is not None
-        if outcome.started_at is not None:
-            task.started_at = outcome.started_at
+        started, finished = outcome.started_at, outcome.finished_at
+        # The runner's own clock when it gave both: no network, no clock skew.
+        ran = (
+            finished - started
+            if started is not None and finished is not None
+            else now - task.leased
+        )
+        (task.metrics or self.metrics.of(task.name)).ran(task.priority, ran)
+        if started is not None:
+            task.started_at = started
         if outcome.worker_id:
             task.worker_id = outcome.worker_id
         if outcome.retry and outcome.status is TaskStatus.FAILED and task.retries_left:
@@ -388,6 +408,7 @@ class ControlPlaneCore:
         if delay is None:
             delay = backoff(task.retry, task.retries_used, self._rng)
         self.counters.retried += 1
+        (task.metrics or self.metrics.of(task.name)).retried += 1
         self.scheduler.schedule(task, now + delay, now + self.wall_offset + delay)
 
     def _finish(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:
@@ -488,6 +509,28 @@ class ControlPlaneCore:
             journal=self.journal_path,
             journal_sync=journal.sync,
             journal_bytes=journal.size(),
+        )
+
+    def metrics_reply(self, request_id: int = 0) -> m.MetricsReply:
+        """Counts per task name since the start, their histograms, and the gauges of now:
+        a copy, which later events do not change."""
+        commits = self.durability.journal.commit_times
+        workers = [
+            m.WorkerLoad(worker_id=w.worker_id, state=w.state, load=len(w.assigned), slots=w.slots)
+            for w in self.workers.values()
+        ]
+        return m.MetricsReply(
+            request_id=request_id,
+            buckets=list(METRICS_BUCKETS),
+            tasks=self.metrics.samples(),
+            queue_depth=self.scheduler.depth(),
+            running=self.counters.running,
+            scheduled=self.counters.scheduled,
+            requeued=self.counters.requeued,
+            dead_letters=self.counters.dead_letters,
+            dead_letters_dropped=self.admission.dead.dropped,
+            workers=workers[:MAX_MESSAGES_PER_FRAME],
+            journal_commits=None if commits is None else commits.sample(),
         )
 
     # --- subworkers and time ------------------------------------------------------------

@@ -124,6 +124,7 @@ class Durability:
             if key is not None and admission.idempotency.get(key) == task_id:
                 del admission.idempotency[key]
             self._counters.submitted -= 1
+            (task.metrics or admission.metrics.of(task.name)).submitted -= 1
         return taken_back
 
     def restore(self, now: float, wall_offset: float, max_attempts: int) -> list[TaskState]:
@@ -153,7 +154,7 @@ class Durability:
         for task in sorted(finished, key=lambda t: t.done):
             self._admission.restore_finished(task)
         self._admission.dead.restore(t for t in finished if t.dead)
-        self._scheduler.restore(queued)
+        self._scheduler.restore(queued, now)
         for task in sorted(scheduled, key=lambda t: t.not_before or 0.0):
             # A time that passed while the control plane was down is due at once.
             not_before = task.not_before if task.not_before is not None else wall
@@ -164,7 +165,7 @@ class Durability:
             if task.lost >= max_attempts:
                 lost.append(task)
             else:
-                self._scheduler.requeue(task)
+                self._scheduler.requeue(task, now)
         self._admission.expire(now)
         if records:
             log.info(

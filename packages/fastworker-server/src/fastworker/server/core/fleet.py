@@ -180,7 +180,7 @@ class Fleet:
                 )
                 self._finish(task, failed_outcome(task, error, now + self.wall_offset), now)
                 continue
-            self.scheduler.requeue(task)
+            self.scheduler.requeue(task, now)
 
     def withdraw(self, tasks: list[TaskState], local_starts: list[m.TaskAssignment]) -> None:
         """Undo the leases of tasks forgotten before their Dispatch left (their submission

@@ -10,6 +10,8 @@ from msgspec import Raw
 from fastworker.protocol import FastworkerError, TaskPriority, TaskStatus, WorkerState
 from fastworker.protocol import messages as m
 
+from .metrics import NameMetrics
+
 __all__ = [
     "LOCAL_WORKER_ID",
     "Connection",
@@ -63,6 +65,9 @@ class TaskState:
     order: int = 0
     """Place within its priority level (smaller first); what the journal restores."""
     outcome: m.TaskOutcome | None = None
+    ready: float = 0.0
+    """When it last joined the line (submitted, due, taken back, restored; monotonic):
+    where its queue wait starts."""
     leased: float = 0.0
     renewed: float = 0.0
     """When the holder last said it runs this task (heartbeat), or when it was leased."""
@@ -88,6 +93,8 @@ class TaskState:
     """The periodic task's schedule it is a run of."""
     fire_time: float | None = None
     """For a run of a schedule: the time it was due (Unix)."""
+    metrics: NameMetrics | None = None
+    """Its name's entry in the metrics, found once when the core learns of the task."""
     headers: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
     """The submission's headers (trace context), passed on to every attempt."""
 

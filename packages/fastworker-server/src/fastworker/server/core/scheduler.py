@@ -9,6 +9,7 @@ from fastworker.protocol import TaskStatus
 from fastworker.protocol import messages as m
 
 from ..queue import PriorityQueue
+from .metrics import TaskMetricsBook
 from .records import TaskState, WorkerRecord
 from .timers import Timers
 
@@ -20,9 +21,11 @@ class Scheduler:
     can run is parked: still queued (counted, cancellable) but out of line. A task that
     waits for a time is in :attr:`timers` and joins the back of its level when due."""
 
-    def __init__(self, counters: m.Counters, dirty: set[str]) -> None:
+    def __init__(self, counters: m.Counters, dirty: set[str], metrics: TaskMetricsBook) -> None:
         self.dirty = dirty
         """Ids of tasks changed since the journal last heard (shared with Admission)."""
+        self.metrics = metrics
+        """Counts and durations per task name (shared with Admission and the core)."""
         self.queue: PriorityQueue[TaskState] = PriorityQueue()
         self.parked: dict[str, dict[str, TaskState]] = {}
         """Parked tasks by name, in queue order."""
@@ -37,15 +40,17 @@ class Scheduler:
         """A rank at the back of the round-robin that breaks load ties."""
         return next(self._turns)
 
-    def enqueue(self, task: TaskState) -> None:
+    def enqueue(self, task: TaskState, now: float) -> None:
         """A new task, at the back of its level."""
+        task.ready = now
         self._back += 1
         task.order = self._back
         self.queue.push(task.task_id, task.priority, task)
 
-    def requeue(self, task: TaskState) -> None:
+    def requeue(self, task: TaskState, now: float) -> None:
         """A task whose lease ended without an outcome, at the front of its level: it was
         first in line once."""
+        task.ready = now
         task.status = TaskStatus.QUEUED
         task.last_holder = task.worker_id
         task.worker_id = ""
@@ -55,10 +60,11 @@ class Scheduler:
         task.order = self._front
         self.queue.push(task.task_id, task.priority, task, front=True)
 
-    def restore(self, tasks: Iterable[TaskState]) -> None:
+    def restore(self, tasks: Iterable[TaskState], now: float) -> None:
         """Queued tasks read back at start, each keeping its place."""
         ordered = sorted(tasks, key=lambda task: task.order)
         for task in ordered:
+            task.ready = now
             self.queue.push(task.task_id, task.priority, task)
         if ordered:
             self._front = min(self._front, ordered[0].order)
@@ -76,7 +82,7 @@ class Scheduler:
         for task in self.timers.pop_due(now):
             task.status = TaskStatus.QUEUED
             self.dirty.add(task.task_id)
-            self.enqueue(task)
+            self.enqueue(task, now)
 
     def unqueue(self, task: TaskState) -> bool:
         """Take a queued, parked or scheduled task out of line; whether it was there."""
@@ -109,6 +115,7 @@ class Scheduler:
         the highest level waits for a slot rather than let a lower one overtake it."""
         batches: dict[str, tuple[WorkerRecord, list[m.TaskAssignment]]] = {}
         queue = self.queue
+        metrics = self.metrics
         while True:
             task = queue.peek()
             if task is None:
@@ -123,6 +130,7 @@ class Scheduler:
                 self.parked.setdefault(task.name, {})[task.task_id] = task
                 continue
             queue.pop()
+            (task.metrics or metrics.of(task.name)).waited(task.priority, now - task.ready)
             task.status = TaskStatus.RUNNING
             task.worker_id = worker.worker_id
             task.started_at = wall
