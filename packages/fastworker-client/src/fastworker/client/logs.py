@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import msgspec
 
@@ -139,7 +139,13 @@ def _rfc3339(record: logging.LogRecord) -> str:
     return f"{seconds}.{int(record.msecs):03d}Z"
 
 
-class _CommandHandler(logging.StreamHandler[TextIO]):
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:  # subscriptable at run time only from Python 3.11
+    _StreamHandler = logging.StreamHandler
+
+
+class _CommandHandler(_StreamHandler):
     """The handler :func:`configure_logging` installs, told apart from others' handlers."""
 
 
