@@ -457,13 +457,20 @@ def test_headers_and_priority_reach_every_attempt_and_survive_a_restart(tmp_path
     from fastworker.server.journal import open_journal
 
     journal = open_journal(str(tmp_path / "journal.sqlite3"))
-    h = Harness(journal=journal)
-    (task_id,) = h.submit("add", headers=TRACE, priority=TaskPriority.HIGH)
-    h = _restart(h, journal)
-    h.worker(A, "a")
-    (first,) = _assignments(h, A)
-    assert (first.task_id, first.headers, first.priority) == (task_id, TRACE, TaskPriority.HIGH)
-    h.send(A, m.Goodbye(reason="stopping"))  # its lease goes back to the queue
-    h.worker(A, "a")
-    (second,) = _assignments(h, A)
-    assert (second.attempt, second.headers, second.priority) == (2, TRACE, TaskPriority.HIGH)
+    try:
+        h = Harness(journal=journal)
+        (task_id,) = h.submit("add", headers=TRACE, priority=TaskPriority.HIGH)
+        h = _restart(h, journal)
+        h.worker(A, "a")
+        (first,) = _assignments(h, A)
+        assert (first.task_id, first.headers, first.priority) == (
+            task_id,
+            TRACE,
+            TaskPriority.HIGH,
+        )
+        h.send(A, m.Goodbye(reason="stopping"))  # its lease goes back to the queue
+        h.worker(A, "a")
+        (second,) = _assignments(h, A)
+        assert (second.attempt, second.headers, second.priority) == (2, TRACE, TaskPriority.HIGH)
+    finally:
+        journal.close()

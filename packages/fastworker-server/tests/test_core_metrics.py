@@ -218,13 +218,17 @@ def test_a_submission_the_journal_refused_is_not_counted() -> None:
 
 def test_commit_times_come_from_the_journal_and_none_without_one(tmp_path: Path) -> None:
     assert _metrics(Harness()).journal_commits is None
-    h = Harness(journal=open_journal(str(tmp_path / "journal.sqlite3")))
-    commits = _metrics(h).journal_commits
-    assert commits is not None
-    before = sum(commits.counts)
-    h.submit("add")  # parked (nobody runs it), stored in one commit
-    h.submit("add")
-    commits = _metrics(h).journal_commits
-    assert commits is not None
-    assert sum(commits.counts) == before + 2
-    assert commits.sum > 0
+    journal = open_journal(str(tmp_path / "journal.sqlite3"))
+    try:
+        h = Harness(journal=journal)
+        commits = _metrics(h).journal_commits
+        assert commits is not None
+        before = sum(commits.counts)
+        h.submit("add")  # parked (nobody runs it), stored in one commit
+        h.submit("add")
+        commits = _metrics(h).journal_commits
+        assert commits is not None
+        assert sum(commits.counts) == before + 2
+        assert commits.sum > 0
+    finally:
+        journal.close()
