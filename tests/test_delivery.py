@@ -14,6 +14,7 @@ from fastworker.client._transport import Dialer
 from fastworker.protocol import TaskStatus, encode_value
 from fastworker.protocol import messages as m
 from fw_processes import Processes, connect, wait_for_workers
+from fw_waits import wait_for_overview
 
 WAIT = 60.0
 """Seconds any batch of results may take on a loaded machine before the test fails."""
@@ -89,7 +90,14 @@ async def test_a_rolling_restart_of_three_subworkers_under_load_fails_nothing(
             while len(task_ids) < 20:  # some load before each restart
                 assert time.monotonic() < deadline, "no tasks were submitted"
                 await asyncio.sleep(0.01)
-            await _wait_until_running(client, task_ids[-20:], 1)
+            # Restart it while it runs tasks. (Waiting for one of the newest tasks to be
+            # seen running could miss them all: 10 ms tasks can finish between looks.)
+            await wait_for_overview(
+                client,
+                lambda o, worker_id=worker_id: any(
+                    w.worker_id == worker_id and w.load > 0 for w in o.workers
+                ),
+            )
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, WAIT) == 0
             workers[worker_id] = processes.subworker(address, worker_id, "--concurrency", "2")
