@@ -118,7 +118,7 @@ class Admission:
             self.restore(task)
             self.dirty.add(task_id)
             self._counters.submitted += 1
-            (task.metrics or self.metrics.of(task.name)).submitted += 1
+            self.metrics.of_task(task).submitted += 1
             start = _start(request, wall)
             if start > wall:
                 self._scheduler.schedule(task, now + (start - wall), start)
@@ -231,7 +231,7 @@ class Admission:
         task.done = now
         self.active.pop(task.task_id, None)
         self.dirty.add(task.task_id)
-        metrics = task.metrics or self.metrics.of(task.name)
+        metrics = self.metrics.of_task(task)
         if outcome.status is TaskStatus.SUCCEEDED:
             self._counters.succeeded += 1
             metrics.succeeded += 1

@@ -387,7 +387,7 @@ class ControlPlaneCore:
             if started is not None and finished is not None
             else now - task.leased
         )
-        (task.metrics or self.metrics.of(task.name)).ran(task.priority, ran)
+        self.metrics.of_task(task).ran(task.priority, ran)
         if started is not None:
             task.started_at = started
         if outcome.worker_id:
@@ -408,7 +408,7 @@ class ControlPlaneCore:
         if delay is None:
             delay = backoff(task.retry, task.retries_used, self._rng)
         self.counters.retried += 1
-        (task.metrics or self.metrics.of(task.name)).retried += 1
+        self.metrics.of_task(task).retried += 1
         self.scheduler.schedule(task, now + delay, now + self.wall_offset + delay)
 
     def _finish(self, task: TaskState, outcome: m.TaskOutcome, now: float) -> None:

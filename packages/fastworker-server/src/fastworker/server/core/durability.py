@@ -124,7 +124,7 @@ class Durability:
             if key is not None and admission.idempotency.get(key) == task_id:
                 del admission.idempotency[key]
             self._counters.submitted -= 1
-            (task.metrics or admission.metrics.of(task.name)).submitted -= 1
+            admission.metrics.of_task(task).submitted -= 1
         return taken_back
 
     def restore(self, now: float, wall_offset: float, max_attempts: int) -> list[TaskState]:

@@ -4,10 +4,15 @@ each observation is then an addition and, for a duration, a bisect."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastworker.protocol import METRICS_MAX_TASK_NAMES, METRICS_OTHER_TASK, TaskPriority
 from fastworker.protocol import messages as m
 
 from ..histograms import Histogram
+
+if TYPE_CHECKING:
+    from .records import TaskState
 
 __all__ = ["NameMetrics", "TaskMetricsBook"]
 
@@ -80,6 +85,13 @@ class TaskMetricsBook:
         entry = self.by_name.get(name)
         if entry is None:
             entry = self._track(name)
+        return entry
+
+    def of_task(self, task: TaskState) -> NameMetrics:
+        """The entry that counts ``task``'s name, found once and kept on the task."""
+        entry = task.metrics
+        if entry is None:
+            entry = task.metrics = self.of(task.name)
         return entry
 
     def _track(self, name: str) -> NameMetrics:

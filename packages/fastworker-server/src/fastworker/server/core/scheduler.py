@@ -130,7 +130,7 @@ class Scheduler:
                 self.parked.setdefault(task.name, {})[task.task_id] = task
                 continue
             queue.pop()
-            (task.metrics or metrics.of(task.name)).waited(task.priority, now - task.ready)
+            metrics.of_task(task).waited(task.priority, now - task.ready)
             task.status = TaskStatus.RUNNING
             task.worker_id = worker.worker_id
             task.started_at = wall
