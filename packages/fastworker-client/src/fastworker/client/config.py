@@ -37,6 +37,7 @@ from fastworker.protocol import (
 
 from ._secrets import read_secret
 from .hooks import TRACING_MODES
+from .logs import LOG_FORMATS
 
 __all__ = [
     "ADDRESS",
@@ -571,7 +572,7 @@ LOG_FORMAT = Setting(
     "with the id, name and worker of the task it is about "
     "([observability](observability.md#logs))",
     default="text",
-    choices=("text", "json"),
+    choices=LOG_FORMATS,
 )
 DASHBOARD_HOST = Setting(
     "dashboard_host",
