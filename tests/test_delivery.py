@@ -202,23 +202,29 @@ async def test_a_stopped_subworker_loses_its_lease_and_the_task_runs_elsewhere(
     try:
         frozen = processes.subworker(address, "frozen", "--concurrency", "1")
         await wait_for_workers(client, 1)
-        task_id = await client.delay("block", 0.5)
+        task_id = await client.delay("block", 3.0)
         await _wait_until_running(client, [task_id], 1)
+        processes.subworker(address, "thawed", "--concurrency", "1")
+        await wait_for_workers(client, 2)
         frozen.send_signal(signal.SIGSTOP)  # silent, connection still open
         try:
-            processes.subworker(address, "thawed", "--concurrency", "1")
-            assert await client.result(task_id, timeout=WAIT) == 0.5
-            info = await client.status(task_id)
-            assert info.worker_id == "thawed"
-            assert info.attempts == 2  # the lost lease counts
+            deadline = time.monotonic() + WAIT
+            while (await client.status(task_id)).worker_id != "thawed":
+                assert time.monotonic() < deadline, "the lease was never taken back"
+                await asyncio.sleep(0.05)
         finally:
             frozen.send_signal(signal.SIGCONT)
-        # Back from the pause, its own outcome of the task changes nothing.
+        # Back from the pause while the task runs again elsewhere, the paused subworker
+        # ends its own run and reports it (the control plane closed its connection, so
+        # the report comes on a new one). It is fenced: it changes nothing.
         deadline = time.monotonic() + WAIT
         while (await client.overview()).counters.fenced < 1:
             assert time.monotonic() < deadline, "the late outcome never arrived"
             await asyncio.sleep(0.05)
-        assert (await client.status(task_id)).worker_id == "thawed"
+        assert await client.result(task_id, timeout=WAIT) == 3.0
+        info = await client.status(task_id)
+        assert info.worker_id == "thawed"
+        assert info.attempts == 2  # the lost lease counts
     finally:
         await client.stop()
 
