@@ -13,7 +13,7 @@ import pytest
 # The suite's modules import each other as ``bench.<module>``, from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import floor, suite
+from bench import references, suite
 from bench.metrics import Measurement
 from bench.processes import Launcher
 from bench.report import Machine, render, to_json
@@ -55,7 +55,7 @@ def _by_metric(measured: list[Measurement], workload: str) -> dict[str, list[Mea
 
 
 async def test_every_workload_runs_checks_its_results_and_reports(launcher: Launcher) -> None:
-    measured = await suite.run_plan(suite.plan(TINY), launcher)
+    measured = await suite.run_plan(suite.plan(TINY), launcher, TINY)
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
@@ -64,20 +64,43 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     assert len(w1) == 9
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
-    assert sorted(w2) == ["max of run()", "p50 added", "p50 of run()", "p50 ratio", "p99 of run()"]
+    assert sorted(w2) == [
+        "max of run()",
+        "p50 added",
+        "p50 of run()",
+        "p50 ratio",
+        "p99 of run()",
+        "p99 ratio",
+    ]
     # Local execution, tcp, tcp in memory, sync full, traced, ipc and tls; the differences
-    # of tcp and tcp in memory and of traced and not, one ratio of tls and tcp.
-    assert [len(w2[metric]) for metric in sorted(w2)] == [7, 2, 7, 1, 7]
-    targeted = [m.target is not None for m in w2["p50 of run()"]]
-    assert targeted == [False, True, False, False, False, True, False]  # tcp and ipc
+    # of tcp and tcp in memory and of traced and not; ratios: tls against tcp, local
+    # execution against the 2-hop floor, tcp against both 4-hop floors (p50) and the
+    # push/pull one (p99).
+    assert [len(w2[metric]) for metric in sorted(w2)] == [7, 2, 7, 4, 7, 1]
+    assert all(m.target is None for m in w2["p50 of run()"])
     assert all(
         m.verified == TINY.w2_calls * TINY.repeats
         for metric, ms in w2.items()
-        if metric not in ("p50 added", "p50 ratio")
+        if metric not in ("p50 added", "p50 ratio", "p99 ratio")
         for m in ms
     )
+    # The targets are on ratios to the references, measured in the same run.
+    refs = {(m.setup, m.metric): m for m in measured if m.workload == "ref"}
+    assert len(refs) == 7  # p50 and p99 of three floors, the batched throughput
+    assert all(m.value > 0 and m.verified > 0 for m in refs.values())
+    floor = refs[(references.FOUR_HOPS_PUSH_PULL, references.CALL_P50)]
+    (ours,) = [m for m in w2["p50 of run()"] if m.setup == "tcp, 1 subworker x 16, run() x 20"]
+    (ratio,) = [
+        m for m in w2["p50 ratio"] if m.setup == f"{ours.setup}: against the 4-hop push/pull floor"
+    ]
+    assert ratio.value == ours.value / floor.value
+    assert ratio.passed is not None  # it has a target
+    (local,) = [m for m in w2["p50 ratio"] if "2-hop" in m.setup]
+    assert local.target is not None
+    (w1_ratio,) = [m for m in measured if m.setup.endswith("against the batched asyncio pipeline")]
+    assert w1_ratio.passed is not None  # it has a target
     # The journal's cost, from the twin runs with and without it.
-    journal_ratios = _by_metric(measured, "W1")["throughput ratio"]
+    journal_ratios = _by_metric(measured, "W1")["throughput ratio"]  # and the reference's
     (ratio,) = [m for m in journal_ratios if "journal against in memory" in m.setup]
     (added,) = [m for m in w2["p50 added"] if "journal against in memory" in m.setup]
     assert ratio.value > 0
@@ -109,8 +132,7 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     (cli,) = _by_metric(measured, "CLI")["`fastworker submit --wait`"]
     assert cli.verified == TINY.cli_runs
 
-    # Targets are attached where the issue sets them, and judged.
-    assert w1[1].target is not None
+    # Targets are attached, and judged.
     assert all(m.passed is not None for m in (w3, cli, growth))
 
     machine = Machine.here().finished()
@@ -128,6 +150,14 @@ def test_only_takes_workload_names_in_any_case() -> None:
         suite.build_parser().parse_args(["--only", "W9"])
 
 
-def test_the_transport_floor_runs_its_pipeline_and_checks_every_reply() -> None:
-    p50, p99 = floor.measure(50)  # a wrong reply raises
-    assert 0 < p50 <= p99
+@pytest.mark.parametrize(
+    "setup", [references.FOUR_HOPS_PUSH_PULL, references.FOUR_HOPS_PAIR1, references.TWO_HOPS]
+)
+def test_each_floor_runs_its_pipeline_and_checks_every_reply(setup: str) -> None:
+    times = references.call_latency(setup, 50)  # a wrong reply raises
+    assert len(times) == 50
+    assert all(t > 0 for t in times)
+
+
+def test_the_batched_reference_runs_every_call_and_checks_every_result() -> None:
+    assert references.batched_throughput(300) > 0  # a wrong result raises
