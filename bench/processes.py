@@ -108,6 +108,8 @@ class ClusterSpec:
     tracing: bool = False
     """Every process records spans (``--tracing on``, the SDK of bench_tracing); else
     none does (``--tracing off``)."""
+    prefetch: int = 0
+    """``--prefetch`` of each subworker: tasks leased beyond its slots."""
 
     @property
     def task_modules(self) -> str:
@@ -130,6 +132,8 @@ class ClusterSpec:
             memory = f", journal sync {self.journal_sync}"
         if self.tracing:
             memory += TRACED
+        if self.prefetch:
+            memory += f", prefetch {self.prefetch}"
         if self.subworkers == 0:
             return f"{self.transport}, local execution x {self.concurrency}{memory}"
         plural = "" if self.subworkers == 1 else "s"
@@ -269,6 +273,8 @@ class Launcher:
                             *spec.tracing_flags(),
                             "--concurrency",
                             str(spec.concurrency),
+                            "--prefetch",
+                            str(spec.prefetch),
                             *peer_tls,
                         ],
                         name=f"subworker-{index + 1}",

@@ -276,6 +276,10 @@ def plan(sizes: Sizes) -> list[Stage]:
         Stage(ClusterSpec("ipc", subworkers=1, concurrency=slots), (w1(), w2_ipc)),
         Stage(ClusterSpec("tls", subworkers=1, concurrency=slots), (w1(), w2_tls)),
         Stage(fan_out, (w3,)),
+        # Prefetch trades exact placement for a round trip less per task: W3 and W1 with
+        # one task leased ahead per subworker (no targets of their own).
+        Stage(dataclasses.replace(fan_out, prefetch=1), (dataclasses.replace(w3, targets={}),)),
+        Stage(ClusterSpec("tcp", subworkers=1, concurrency=slots, prefetch=1), (w1(),)),
         Stage(ClusterSpec("tcp", subworkers=1, concurrency=1), (priority,)),
         Stage(
             ClusterSpec("tcp", subworkers=1, concurrency=slots, control_plane_args=cache),

@@ -59,9 +59,9 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
 
     # Each workload checked every one of its task results (a wrong one raises BenchError).
     w1 = _by_metric(measured, "W1")["throughput"]
-    # Local; 1 subworker: delay, delay_many, in memory, sync full, traced; 2 subworkers;
-    # ipc; tls.
-    assert len(w1) == 9
+    # Local; 1 subworker: delay, delay_many, in memory, sync full, traced, prefetch 1;
+    # 2 subworkers; ipc; tls.
+    assert len(w1) == 10
     assert all(m.verified == TINY.w1_tasks * TINY.repeats for m in w1)
     w2 = _by_metric(measured, "W2")
     assert sorted(w2) == [
@@ -117,8 +117,10 @@ async def test_every_workload_runs_checks_its_results_and_reports(launcher: Laun
     tls_ratios = [m for m in measured if m.setup.startswith("1 subworker x 16: tls against tcp")]
     assert sorted(m.metric for m in tls_ratios) == ["p50 ratio", "throughput ratio"]
     assert all(m.value > 0 and m.target is None for m in tls_ratios)
-    (w3,) = _by_metric(measured, "W3")["makespan"]
-    assert w3.verified == TINY.w3_tasks
+    w3, w3_prefetch = _by_metric(measured, "W3")["makespan"]
+    assert w3.verified == w3_prefetch.verified == TINY.w3_tasks
+    assert w3.target is not None
+    assert w3_prefetch.setup == "tcp, 2 subworkers x 1, prefetch 1, 10 x 10 ms"
     priority = _by_metric(measured, "priority")
     assert priority["CRITICAL submit->start p99"][0].verified == TINY.critical_tasks
     assert priority["LOW drain rate"][0].verified == TINY.low_tasks

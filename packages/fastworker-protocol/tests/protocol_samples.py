@@ -266,6 +266,7 @@ SAMPLES_1_1: dict[str, m.Message] = {
         library_version="0.2.0",
         auth_token="s3cret",
         features=[FEATURE_LEASES, FEATURE_CANCEL],
+        prefetch=1,
     ),
     "worker_welcome": m.WorkerWelcome(
         request_id=1,
@@ -303,7 +304,11 @@ SAMPLES_1_1: dict[str, m.Message] = {
         requeued=2,
         dead_letters=3,
         dead_letters_dropped=1,
-        workers=[m.WorkerLoad(worker_id="fast-1", state=WorkerState.DRAINING, load=2, slots=4)],
+        workers=[
+            m.WorkerLoad(
+                worker_id="fast-1", state=WorkerState.DRAINING, load=2, slots=4, prefetch=1
+            )
+        ],
         journal_commits=m.Histogram(counts=[10, 20, 1, 0, 0], sum=0.25),
     ),
 }

@@ -78,13 +78,16 @@ class Harness:
         self.core.sends[:] = [(p, msg) for p, msg in self.core.sends if p != conn.id]
         return mine
 
-    def worker(self, conn: Conn, worker_id: str, slots: int = 1, *, leases: bool = True) -> None:
+    def worker(
+        self, conn: Conn, worker_id: str, slots: int = 1, *, leases: bool = True, prefetch: int = 0
+    ) -> None:
         hello = m.WorkerHello(
             request_id=1,
             worker_id=worker_id,
             concurrency=slots,
             task_names=["add", "remote_only"],
             features=[FEATURE_LEASES] if leases else [],
+            prefetch=prefetch,
         )
         self.send(conn, hello)
         sent = self.sent(conn)
@@ -381,6 +384,39 @@ def test_a_replacement_with_the_id_of_a_gone_worker_registers_at_once(how: str) 
     assert h.dispatched(replacement) == [task_id]
     h.done(replacement, task_id)
     assert h.status(task_id).status is TaskStatus.SUCCEEDED
+
+
+# --- placement ----------------------------------------------------------------------------
+
+
+def test_without_prefetch_a_worker_holds_no_more_than_its_slots() -> None:
+    h = Harness()
+    h.worker(A, "a", slots=2)
+    ids = h.submit("add", "add", "add")
+    assert h.dispatched(A) == ids[:2]
+    assert h.status(ids[2]).status is TaskStatus.QUEUED
+    h.done(A, ids[0])
+    assert h.dispatched(A) == [ids[2]]
+
+
+def test_a_prefetching_worker_holds_its_slots_and_prefetch_and_load_stays_least_first() -> None:
+    h = Harness()
+    h.worker(A, "a", slots=1, prefetch=2)
+    h.worker(B, "b", slots=1)
+    ids = h.submit("add", "add", "add", "add", "add")
+    # Least-loaded by what each holds; ties to the one picked least recently: a, b, then
+    # only a has room (1 slot + 2 prefetched), and the fifth waits in the queue.
+    assert h.dispatched(A) == [ids[0], ids[2], ids[3]]
+    assert h.dispatched(B) == [ids[1]]
+    assert h.status(ids[4]).status is TaskStatus.QUEUED
+    (a_info,) = [w for w in h.core.overview().workers if w.worker_id == "a"]
+    assert (a_info.load, a_info.slots, a_info.prefetch) == (3, 1, 2)
+    # Prefetched leases renew with the heartbeat that lists them, like running ones.
+    for _ in range(int(LEASE) + 2):
+        h.heartbeat(A, ids[0], ids[2], ids[3])
+        h.heartbeat(B, ids[1])
+        h.tick(1.0)
+    assert {h.status(i).status for i in (ids[0], ids[2], ids[3])} == {TaskStatus.RUNNING}
 
 
 # --- submission ---------------------------------------------------------------------------

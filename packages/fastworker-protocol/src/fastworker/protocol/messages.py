@@ -324,12 +324,15 @@ class WorkerInfo(_Body):
     load: Count
     """Tasks assigned to it now."""
     slots: Count
-    """Its declared concurrency: it is never given more tasks than this."""
+    """Its declared concurrency: it runs at most this many tasks at once."""
     connected_at: Seconds
     last_heartbeat: Seconds
     tasks_done: Count = 0
     tasks_failed: Count = 0
     task_names: NameList = []
+    prefetch: Count = 0
+    """Tasks it may hold beyond its slots, waiting to start (protocol 1.1): it is never
+    given more than ``slots + prefetch`` tasks at once."""
 
 
 class QueueDepth(_Body):
@@ -414,6 +417,8 @@ class WorkerLoad(_Body):
     state: WorkerState
     load: Count
     slots: Count
+    prefetch: Count = 0
+    """As :attr:`WorkerInfo.prefetch`."""
 
 
 # --- client -> control plane ------------------------------------------------------------
@@ -704,6 +709,9 @@ class WorkerHello(_Message, tag="worker_hello"):
     features: FeatureList = []
     """What this subworker does beyond protocol 1.0 (protocol 1.1): see
     :data:`fastworker.protocol.FEATURE_LEASES`."""
+    prefetch: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    """Tasks to lease it beyond ``concurrency``, which wait there to start (protocol
+    1.1). A control plane of protocol 1.0 ignores it and leases ``concurrency``."""
 
 
 class WorkerWelcome(_Message, tag="worker_welcome"):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import logging
 import os
 import socket
@@ -28,16 +30,19 @@ from fastworker.protocol import (
     ConfigurationError,
     ProtocolError,
     ProtocolVersionError,
+    TaskCancelledError,
+    TaskStatus,
     in_chunks,
 )
 from fastworker.protocol import messages as m
 
 from ._version import __version__
+from .core.records import error_info
 from .runner import Run, TaskRunner
 from .supervised import EXIT_RECYCLE, RecycleLimits, SupervisorLink
 from .task_logs import FAILURE_LOG_INTERVAL, log_failure
 
-__all__ = ["Subworker", "SubworkerSettings"]
+__all__ = ["Prefetched", "Subworker", "SubworkerSettings"]
 
 log = logging.getLogger("fastworker.subworker")
 
@@ -51,6 +56,10 @@ class SubworkerSettings:
     worker_id: str
     control_plane_address: str = DEFAULT_CONTROL_PLANE_ADDRESS
     concurrency: int = max(os.cpu_count() or 1, 1)
+    prefetch: int = 0
+    """Tasks leased beyond ``concurrency``, which wait here to start: a short task then
+    starts without a round trip to the control plane, at the price of exact placement
+    (a prefetched task can wait behind a long one while another subworker is idle)."""
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     """Seconds a stopping subworker lets running tasks finish before handing them back."""
     auth_token: str | None = None
@@ -74,6 +83,8 @@ class Subworker:
     def __init__(self, registry: TaskRegistry, settings: SubworkerSettings) -> None:
         if settings.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if settings.prefetch < 0:
+            raise ConfigurationError("prefetch must be 0 or more")
         if not settings.worker_id:
             raise ConfigurationError("a subworker needs a worker id")
         self.registry = registry
@@ -81,6 +92,8 @@ class Subworker:
         self._runner: TaskRunner | None = None
         self._dialer: Dialer | None = None
         self._running: dict[str, Run] = {}
+        self._waiting = Prefetched()
+        """Leased past the concurrency (``prefetch``), not started yet."""
         self._idle = asyncio.Event()
         """Set while no task runs: what a draining stop waits for."""
         self._idle.set()
@@ -128,7 +141,7 @@ class Subworker:
             on_message=self._on_message,
             on_bad_frame=self._on_bad_frame,
             on_connect=self._hello,
-            on_disconnect=self._welcomed.clear,
+            on_disconnect=self._disconnected,
             name=f"fastworker-{self.settings.worker_id}",
             tls=self.settings.tls,
         )
@@ -163,6 +176,7 @@ class Subworker:
         hand back the rest, say goodbye, close. The control plane hears of the drain at
         once and sends nothing more."""
         self._draining = True
+        self._hand_back(self._waiting.clear())  # not started: another subworker runs them
         self._send_heartbeat()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout)
@@ -172,10 +186,7 @@ class Subworker:
             self._running.clear()
             for run in unfinished:
                 run.discard()
-            if self._dialer is not None:
-                task_ids = [run.assignment.task_id for run in unfinished]
-                for chunk in in_chunks(task_ids, MAX_IDS_PER_MESSAGE):
-                    self._dialer.outbox.put(m.HandBack(task_ids=chunk))
+            self._hand_back([run.assignment for run in unfinished])
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         if self._dialer is not None:
@@ -209,6 +220,7 @@ class Subworker:
                 library_version=__version__,
                 auth_token=self.settings.auth_token or "",
                 features=[FEATURE_LEASES, FEATURE_CANCEL],
+                prefetch=self.settings.prefetch,
             )
         )
         if self._draining:
@@ -225,6 +237,8 @@ class Subworker:
                     run = self._running.get(task_id)
                     if run is not None:
                         run.cancel()
+                    elif (waiting := self._waiting.remove(task_id)) is not None:
+                        self._report(_cancelled_before_start(waiting, self.settings.worker_id))
             case m.WorkerWelcome():
                 self._heartbeat_interval = message.heartbeat_interval
                 self._lease_timeout = message.lease_timeout
@@ -244,27 +258,53 @@ class Subworker:
                 pass  # heartbeats and goodbyes: hearing anything is what counts
 
     def _start(self, assignment: m.TaskAssignment) -> None:
-        if self._draining and self._dialer is not None:
-            self._dialer.outbox.put(m.HandBack(task_ids=[assignment.task_id]))
+        if self._draining:
+            self._hand_back([assignment])
+            return
+        if len(self._running) >= self.settings.concurrency:
+            self._waiting.push(assignment)  # prefetched: it starts when a slot frees
             return
         assert self._runner is not None
         self._idle.clear()
         self._running[assignment.task_id] = self._runner.start(assignment, self._finished)
 
+    def _hand_back(self, assignments: list[m.TaskAssignment]) -> None:
+        if self._dialer is not None and assignments:
+            task_ids = [assignment.task_id for assignment in assignments]
+            for chunk in in_chunks(task_ids, MAX_IDS_PER_MESSAGE):
+                self._dialer.outbox.put(m.HandBack(task_ids=chunk))
+
+    def _disconnected(self) -> None:
+        self._welcomed.clear()
+        # The control plane took back every lease of the connection: the prefetched
+        # tasks run elsewhere, or here again once leased anew.
+        dropped = self._waiting.clear()
+        if dropped:
+            log.warning("dropped %d prefetched tasks with the connection", len(dropped))
+
     def _finished(self, outcome: m.TaskOutcome) -> None:
         run = self._running.pop(outcome.task_id, None)
         if run is not None:
             log_failure(self._failure_log, run.assignment, outcome, time.monotonic())
+        if not self._draining:
+            while len(self._running) < self.settings.concurrency:
+                waiting = self._waiting.pop()
+                if waiting is None:
+                    break
+                self._start(waiting)
         if not self._running:
             self._idle.set()
-        if not self._outcomes:
-            asyncio.get_running_loop().call_soon(self._send_outcomes)
-        self._outcomes.append(outcome)
+        self._report(outcome)
         self._tasks_done += 1
         if self._limits.any:
             reason = self._limits.reached(self._tasks_done)
             if reason is not None:
                 self._end_itself(EXIT_RECYCLE, reason)
+
+    def _report(self, outcome: m.TaskOutcome) -> None:
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._send_outcomes)
+        self._outcomes.append(outcome)
 
     def _end_itself(self, code: int, why: str) -> None:
         ending = self.exit_requested
@@ -306,7 +346,7 @@ class Subworker:
         (which renews their leases), over as many heartbeats as the ids need."""
         if self._dialer is None:
             return
-        running = list(self._running)
+        running = [*self._running, *self._waiting.task_ids()]  # prefetched leases too
         for chunk in in_chunks(running, MAX_IDS_PER_MESSAGE) if running else [[]]:
             self._dialer.outbox.put(
                 m.Heartbeat(
@@ -316,3 +356,60 @@ class Subworker:
                     running=chunk,
                 )
             )
+
+
+class Prefetched:
+    """Tasks leased past the concurrency, in the order they start: by priority, then as
+    they came (the control plane leases in that order, but a CRITICAL task leased later
+    goes before a LOW one that waits here)."""
+
+    def __init__(self) -> None:
+        self._order: list[tuple[int, int, str]] = []
+        self._by_id: dict[str, m.TaskAssignment] = {}
+        self._arrivals = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def push(self, assignment: m.TaskAssignment) -> None:
+        self._by_id[assignment.task_id] = assignment
+        entry = (int(assignment.priority), next(self._arrivals), assignment.task_id)
+        heapq.heappush(self._order, entry)
+
+    def pop(self) -> m.TaskAssignment | None:
+        """The next task to start, or None."""
+        while self._order:
+            _, _, task_id = heapq.heappop(self._order)
+            assignment = self._by_id.pop(task_id, None)
+            if assignment is not None:
+                return assignment
+        return None
+
+    def remove(self, task_id: str) -> m.TaskAssignment | None:
+        """Take one task out (its entry in the order goes when it comes up)."""
+        assignment = self._by_id.pop(task_id, None)
+        if not self._by_id:
+            self._order.clear()
+        return assignment
+
+    def clear(self) -> list[m.TaskAssignment]:
+        """Take every task out, in the order they would have started."""
+        ordered: list[m.TaskAssignment] = []
+        while (assignment := self.pop()) is not None:
+            ordered.append(assignment)
+        return ordered
+
+    def task_ids(self) -> list[str]:
+        return list(self._by_id)
+
+
+def _cancelled_before_start(assignment: m.TaskAssignment, worker_id: str) -> m.TaskOutcome:
+    """The outcome of a prefetched task cancelled while it waited: it never ran."""
+    error = TaskCancelledError(f"task {assignment.task_id} was cancelled before it started")
+    return m.TaskOutcome(
+        task_id=assignment.task_id,
+        status=TaskStatus.CANCELLED,
+        error=error_info(error),
+        worker_id=worker_id,
+        finished_at=time.time(),
+    )

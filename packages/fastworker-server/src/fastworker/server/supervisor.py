@@ -40,6 +40,7 @@ _FORWARDED = (
     "control_plane_address",
     "task_modules",
     "concurrency",
+    "prefetch",
     "drain_timeout",
     "tls_ca",
     "tls_cert",

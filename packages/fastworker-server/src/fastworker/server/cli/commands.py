@@ -188,8 +188,10 @@ async def _list(options: argparse.Namespace) -> int:
         print(f"  {name}")
     print("subworkers:")
     for worker in overview.workers:
+        prefetch = f" + prefetch {worker.prefetch}" if worker.prefetch else ""
         print(
-            f"  {worker.worker_id}  {worker.state.value}  load {worker.load}/{worker.slots}  "
+            f"  {worker.worker_id}  {worker.state.value}  "
+            f"load {worker.load}/{worker.slots}{prefetch}  "
             f"{worker.address}  done {worker.tasks_done}"
         )
     depth = overview.queue_depth

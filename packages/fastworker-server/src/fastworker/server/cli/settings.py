@@ -302,6 +302,14 @@ SUBWORKER = Command(
             shown_default="CPU count",
         ),
         Setting(
+            "prefetch",
+            "tasks leased beyond --concurrency, waiting here to start: short tasks start "
+            "without a round trip, but one can wait behind a long task while another "
+            "subworker is idle ([operations](operations.md#prefetch))",
+            non_negative_int,
+            0,
+        ),
+        Setting(
             "drain_timeout",
             "seconds running tasks get to finish on SIGTERM before they are handed back",
             positive_float,

@@ -516,7 +516,13 @@ class ControlPlaneCore:
         a copy, which later events do not change."""
         commits = self.durability.journal.commit_times
         workers = [
-            m.WorkerLoad(worker_id=w.worker_id, state=w.state, load=len(w.assigned), slots=w.slots)
+            m.WorkerLoad(
+                worker_id=w.worker_id,
+                state=w.state,
+                load=len(w.assigned),
+                slots=w.slots,
+                prefetch=w.prefetch,
+            )
             for w in self.workers.values()
         ]
         return m.MetricsReply(

@@ -84,6 +84,7 @@ class Fleet:
                 renews_leases=FEATURE_LEASES in hello.features,
                 cancels=FEATURE_CANCEL in hello.features,
                 order=self.scheduler.next_turn(),
+                prefetch=hello.prefetch,
             )
             self.workers[worker.worker_id] = worker
             self.by_peer[peer.id] = worker
@@ -91,6 +92,7 @@ class Fleet:
             # The same connection announcing itself again keeps what it holds.
             worker = existing
             worker.slots = hello.concurrency
+            worker.prefetch = hello.prefetch
             worker.task_names = frozenset(hello.task_names)
             worker.renews_leases = FEATURE_LEASES in hello.features
             worker.cancels = FEATURE_CANCEL in hello.features
@@ -108,10 +110,11 @@ class Fleet:
             )
         )
         log.info(
-            "subworker %s joined from %s with %d slots",
+            "subworker %s joined from %s with %d slots%s",
             worker.worker_id,
             peer.address,
             worker.slots,
+            f" and a prefetch of {worker.prefetch}" if worker.prefetch else "",
         )
         self.scheduler.unpark(worker.task_names)
 

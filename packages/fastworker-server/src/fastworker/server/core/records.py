@@ -157,10 +157,15 @@ class WorkerRecord:
     tasks_failed: int = 0
     order: int = 0
     """Rank in the round-robin that breaks load ties."""
+    prefetch: int = 0
+    """Tasks it holds beyond its slots, waiting there to start (``--prefetch``)."""
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.assigned) if self.state is WorkerState.CONNECTED else 0
+        """Tasks it may be given now: its slots and prefetch less what it holds."""
+        if self.state is not WorkerState.CONNECTED:
+            return 0
+        return self.slots + self.prefetch - len(self.assigned)
 
     def info(self) -> m.WorkerInfo:
         return m.WorkerInfo(
@@ -176,6 +181,7 @@ class WorkerRecord:
             tasks_done=self.tasks_done,
             tasks_failed=self.tasks_failed,
             task_names=sorted(self.task_names),
+            prefetch=self.prefetch,
         )
 
 
