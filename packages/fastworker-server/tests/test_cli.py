@@ -199,3 +199,22 @@ def test_a_dashboard_token_can_come_from_a_file(tmp_path: Path) -> None:
         ["control-plane", "--dashboard-token-file", str(token)], environ={}, cwd=tmp_path
     )
     assert options.dashboard_token == "visitor-secret"
+
+
+def test_the_client_commands_start_without_importing_the_servers_modules() -> None:
+    # `fastworker submit` and the other client commands pay for every import at each
+    # call: the health server, the supervisor and the control plane are not theirs.
+    probe = (
+        "import sys\n"
+        "import fastworker.server.cli\n"
+        "import fastworker.server.cli.commands\n"
+        "import fastworker.server.cli.services\n"
+        "heavy = ['fastworker.server.health', 'fastworker.server.supervisor',\n"
+        "         'fastworker.server.control_plane', 'fastworker.server.subworker',\n"
+        "         'http.server']\n"
+        "print(','.join(name for name in heavy if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == ""

@@ -7,13 +7,9 @@ import argparse
 import pytest
 
 from fastworker.server.cli import parse_command_line
+from fastworker.server.cli.settings import processes_flag
 from fastworker.server.supervised import EXIT_RECYCLE, RecycleLimits
-from fastworker.server.supervisor import (
-    RestartPolicy,
-    child_command,
-    child_environment,
-    processes_flag,
-)
+from fastworker.server.supervisor import RestartPolicy, child_command, child_environment
 
 
 class FakeClock:

@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 from fastworker.protocol import ConfigurationError
 
 __all__ = [
-    "DEFAULT_HEALTH_HOST",
     "LOOP_ANSWER_TIMEOUT",
     "HealthServer",
     "LoopHTTPServer",
@@ -46,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger("fastworker.health")
 
-DEFAULT_HEALTH_HOST: Final = "127.0.0.1"
 LOOP_ANSWER_TIMEOUT: Final = 1.0
 """Seconds the event loop gets to answer a probe before the process reads unhealthy."""
 REQUEST_TIMEOUT: Final = 2.0

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from . import health
 from .supervised import EXIT_RECYCLE, SUPERVISOR_FD_ENV
 
-__all__ = ["RestartPolicy", "Supervisor", "child_command", "processes_flag", "supervise"]
+__all__ = ["RestartPolicy", "Supervisor", "child_command", "supervise"]
 
 log = logging.getLogger("fastworker.supervisor")
 
@@ -55,19 +55,6 @@ _FORWARDED = (
 """The subworker options a child gets on its command line. Not here: the worker id and
 process count (the child has its own), the secret (in its environment), and
 ``--base-address`` (ignored anyway)."""
-
-
-def processes_flag(text: str) -> int:
-    """``--processes``: a count, or ``auto`` for one per CPU."""
-    if text.strip().lower() == "auto":
-        return max(os.cpu_count() or 1, 1)
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError("must be a count of at least 1, or auto")
-    return value
 
 
 def child_command(options: argparse.Namespace, worker_id: str) -> list[str]:

@@ -18,9 +18,6 @@ from fastworker.client.tasks import TaskRegistry, default_registry
 from fastworker.client.tls import TLSOptions
 from fastworker.protocol import FastworkerError, StorageError
 
-from .. import health
-from ..supervised import take_supervisor_fd
-from ..supervisor import supervise
 from .settings import dataclass_from
 
 if TYPE_CHECKING:
@@ -155,7 +152,12 @@ class _WithDashboard:
         await self.plane.stop()
 
 
+# The server's modules are imported by the commands that use them: the client commands
+# (submit, status, ...) start faster without them.
+
+
 async def run_control_plane(options: argparse.Namespace) -> int:
+    from .. import health
     from ..control_plane import ControlPlane, ControlPlaneSettings
 
     registry = _load_tasks(options.task_modules)
@@ -199,7 +201,10 @@ def _metrics_server(
 
 
 async def run_subworker(options: argparse.Namespace) -> int:
+    from .. import health
     from ..subworker import Subworker, SubworkerSettings
+    from ..supervised import take_supervisor_fd
+    from ..supervisor import supervise
 
     if options.base_address:
         log.warning(

@@ -41,9 +41,7 @@ from fastworker.protocol import (
     ConfigurationError,
 )
 
-from ..health import DEFAULT_HEALTH_HOST
 from ..journal import DEFAULT_JOURNAL_PATH, JOURNAL_SYNC_MODES
-from ..supervisor import processes_flag
 
 __all__ = [
     "CLIENT",
@@ -55,6 +53,8 @@ __all__ = [
 ]
 
 CPU_COUNT = max(os.cpu_count() or 1, 1)
+LOOPBACK_HOST = "127.0.0.1"
+"""Where the health and metrics ports listen unless told otherwise."""
 
 
 def _schedule(text: str) -> tuple[str, Cron | Every]:
@@ -82,11 +82,25 @@ RELOAD = Setting(
     kind="switch",
 )
 
+
+def processes_flag(text: str) -> int:
+    """``--processes``: a count, or ``auto`` for one per CPU."""
+    if text.strip().lower() == "auto":
+        return CPU_COUNT
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError("must be a count of at least 1, or auto")
+    return value
+
+
 HEALTH_SETTINGS = (
     Setting(
         "health_host",
         "where `--health-port` listens",
-        default=DEFAULT_HEALTH_HOST,
+        default=LOOPBACK_HOST,
     ),
     Setting(
         "health_port",
@@ -102,7 +116,7 @@ METRICS_SETTINGS = (
     Setting(
         "metrics_host",
         "where `--metrics-port` listens",
-        default=DEFAULT_HEALTH_HOST,
+        default=LOOPBACK_HOST,
     ),
     Setting(
         "metrics_port",
