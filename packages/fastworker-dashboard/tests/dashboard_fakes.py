@@ -143,6 +143,7 @@ class FakeSource:
         load: int = 0,
         slots: int = 1,
         heartbeat_ago: float = 0.3,
+        prefetch: int = 0,
     ) -> None:
         now = time.time()
         self.workers.append(
@@ -154,6 +155,7 @@ class FakeSource:
                 pid=1000 + len(self.workers),
                 load=load,
                 slots=slots,
+                prefetch=prefetch,
                 connected_at=now - 100,
                 last_heartbeat=now - heartbeat_ago,
             )

@@ -60,6 +60,7 @@ def test_the_page_shows_queues_counters_workers_and_tasks(
     fake.add_worker("w1", load=3, slots=4)
     fake.add_worker("w2", load=1, slots=1)
     fake.add_worker("gone", state=WorkerState.LOST, slots=8)
+    fake.add_worker("eager", load=3, slots=2, prefetch=1)
     fake.add("add")
     fake.add("fail", status=TaskStatus.FAILED)
     page = http.get("/")
@@ -72,14 +73,17 @@ def test_the_page_shows_queues_counters_workers_and_tasks(
         assert f'data-counter="{counter}" data-value="{value}"' in html
     assert 'data-counter="requeued" data-value="0"' in html
     # Running out of the slots of connected workers; a lost worker's slots are gone.
-    assert "of 5 slots" in html
+    assert "of 7 slots" in html
     # Failed as a share of the tasks that ran to an end (12 + 3; cancelled ones never ran).
     assert "20.0 % of finished" in html
     assert _worker_rows(html) == {
         "w1": ("connected", "3/4", 75.0, False),
         "w2": ("connected", "1/1", 100.0, True),
         "gone": ("lost", "0/8", 0.0, False),
+        "eager": ("connected", "3/2 ", 100.0, True),
     }
+    # A prefetching worker holds more than its slots: the extra is shown as such.
+    assert 'title="prefetch: tasks leased beyond its slots, waiting there to start">+1<' in html
     assert html.count("data-task-id=") == 2
     assert "Control plane unreachable" not in html
     # It polls its fragments; nothing comes from another site.

@@ -95,6 +95,7 @@ def _worker_view(worker: m.WorkerInfo, now: float) -> dict[str, Any]:
         "pid": worker.pid,
         "load": worker.load,
         "slots": worker.slots,
+        "prefetch": worker.prefetch,
         "load_percent": round(100.0 * min(worker.load / worker.slots, 1.0), 1)
         if worker.slots
         else 0.0,
