@@ -4,13 +4,15 @@ without running it; a drain hands the unstarted ones back."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fastworker.client import TaskCancelledError, TaskStatus
+from fastworker.client import Client, TaskCancelledError, TaskStatus
 from fastworker.protocol.messages import Overview
 from fw_processes import Processes, connect, wait_for_workers
 from fw_waits import SLACK, Gate, wait_for_overview, wait_for_task
@@ -27,18 +29,40 @@ def _held_by(worker_id: str, load: int) -> Callable[[Overview], bool]:
     return check
 
 
-async def test_prefetched_tasks_wait_on_the_subworker_and_start_as_its_slot_frees(
-    processes: Processes, tmp_path: Path
-) -> None:
+@dataclasses.dataclass
+class Busy:
+    address: str
+    client: Client
+    subworker: subprocess.Popen[bytes]
+    gate: Gate
+    held: str
+    """A task that runs on the subworker's one slot until the gate opens."""
+
+
+async def _busy_prefetcher(processes: Processes, tmp_path: Path, *flags: str) -> Busy:
+    """A control plane that never runs tasks itself, and subworker ``pre`` with one
+    slot, given ``flags``, running a held task."""
     address = processes.address()
     processes.control_plane(address, "--no-local-execution")
     client = await connect(address)
     try:
-        processes.subworker(address, "pre", "--concurrency", "1", "--prefetch", "1")
+        pre = processes.subworker(address, "pre", "--concurrency", "1", *flags)
         await wait_for_workers(client, 1)
         gate = Gate(tmp_path)
         held = await client.delay("hold", gate.path)
         await wait_for_task(client, held, TaskStatus.RUNNING, worker_id="pre")
+    except BaseException:
+        await client.stop()
+        raise
+    return Busy(address, client, pre, gate, held)
+
+
+async def test_prefetched_tasks_wait_on_the_subworker_and_start_as_its_slot_frees(
+    processes: Processes, tmp_path: Path
+) -> None:
+    busy = await _busy_prefetcher(processes, tmp_path, "--prefetch", "1")
+    client, gate, held = busy.client, busy.gate, busy.held
+    try:
         prefetched = await client.delay("add", 1, 2)
         queued = await client.delay("add", 2, 3)
         # One running, one prefetched onto the busy subworker, and the third waits in the
@@ -62,18 +86,10 @@ async def test_prefetched_tasks_wait_on_the_subworker_and_start_as_its_slot_free
 async def test_a_cancelled_prefetched_task_never_runs_and_a_drain_hands_back_the_rest(
     processes: Processes, tmp_path: Path
 ) -> None:
-    address = processes.address()
-    processes.control_plane(address, "--no-local-execution")
-    client = await connect(address)
+    busy = await _busy_prefetcher(processes, tmp_path, "--prefetch", "2", "--drain-timeout", "60")
+    client, gate, held, pre = busy.client, busy.gate, busy.held, busy.subworker
     try:
-        pre = processes.subworker(
-            address, "pre", "--concurrency", "1", "--prefetch", "2", "--drain-timeout", "60"
-        )
-        await wait_for_workers(client, 1)
-        gate = Gate(tmp_path)
         never = Gate(tmp_path, "never")  # never opened: had it started, it would still run
-        held = await client.delay("hold", gate.path)
-        await wait_for_task(client, held, TaskStatus.RUNNING, worker_id="pre")
         cancelled = await client.delay("hold", never.path)
         handed_back = await client.delay("add", 1, 2)
         await wait_for_overview(client, _held_by("pre", 3))
@@ -86,7 +102,7 @@ async def test_a_cancelled_prefetched_task_never_runs_and_a_drain_hands_back_the
         # A drain hands back what has not started at once, and waits for what runs.
         pre.send_signal(signal.SIGTERM)
         await wait_for_task(client, handed_back, TaskStatus.QUEUED, timeout=WAIT)
-        processes.subworker(address, "other", "--concurrency", "1")
+        processes.subworker(busy.address, "other", "--concurrency", "1")
         assert await client.result(handed_back, timeout=WAIT) == 3
         info = await client.status(handed_back)
         assert (info.worker_id, info.attempts) == ("other", 1)  # a hand-back does not count
